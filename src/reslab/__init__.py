@@ -1,0 +1,6 @@
+"""reslab: residual networks from one spec — build, inspect, train and explain them."""
+
+from reslab.models import ResNetSpec, build, create_model, get_spec, list_models
+
+__version__ = "0.1.0"
+__all__ = ["ResNetSpec", "build", "create_model", "get_spec", "list_models"]

@@ -1,0 +1,5 @@
+"""`reslab data ...` (written by the data work; placeholder registers nothing yet)."""
+
+
+def register(subcommands):
+    return {}

@@ -1,0 +1,47 @@
+"""Errors a user can cause. Each message names the input at fault and how to fix it.
+
+The CLI prints ``str(error)`` as one line and exits non-zero; anything else is a bug.
+"""
+
+
+class ReslabError(Exception):
+    """Base class: a problem in the user's input, not in reslab."""
+
+
+class SpecError(ReslabError, ValueError):
+    """A ResNetSpec (or an override of one) that describes no valid network."""
+
+
+class UnknownNameError(ReslabError, LookupError):
+    """A model, preset, dataset or experiment name that does not exist."""
+
+    def __str__(self) -> str:  # LookupError would quote the message like a dict key
+        return str(self.args[0]) if self.args else ""
+
+
+class InputShapeError(ReslabError, ValueError):
+    """An input the network cannot take: wrong channel count, or too small for its strides."""
+
+
+class WeightsError(ReslabError, ValueError):
+    """A weights or checkpoint file that cannot be loaded into the model asked for."""
+
+
+class DataError(ReslabError):
+    """A data set that is missing, corrupt, or fails verification."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """The data set's files are nowhere reslab looks and cannot be downloaded."""
+
+
+class CorruptDataError(DataError, ValueError):
+    """A data file that exists but is malformed (bad magic, truncated, wrong counts...)."""
+
+
+class ChecksumError(DataError, ValueError):
+    """A data file whose SHA-256 differs from the published one."""
+
+
+class ConfigError(ReslabError, ValueError):
+    """A training or experiment setting out of range, of the wrong type, or in conflict."""

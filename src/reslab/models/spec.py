@@ -1,0 +1,205 @@
+"""ResNetSpec: a residual network described as data, the way the papers' tables do.
+
+Every network in the zoo — torchvision's ResNets and ResNeXts, the CIFAR ResNets, plain
+networks, the pre-activation orderings, the seed's D2L ResNet-18 — is one of these, and one
+builder (``reslab.models.build``) turns any valid spec into an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from reslab.errors import SpecError
+
+
+class Block(StrEnum):
+    BASIC = "basic"  # two 3x3 convolutions
+    BOTTLENECK = "bottleneck"  # 1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4
+
+
+class Stem(StrEnum):
+    IMAGENET = "imagenet"  # 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (torchvision, and D2L with bias)
+    CIFAR = "cifar"  # 3x3/1 conv, BN, ReLU (He et al. 2015, section 4.2)
+    DEEP = "deep"  # three 3x3 convs, the first with stride 2, then max-pool (ResNet-C/D)
+
+
+class Shortcut(StrEnum):
+    """What the shortcut does where a unit changes the shape (identity everywhere else)."""
+
+    PROJECTION = "projection"  # 1x1 conv + BN (torchvision, option B)
+    CONV = "conv"  # 1x1 conv alone (D2L's `use_1x1conv`, with bias; pre-activation nets)
+    PAD = "pad"  # option A: subsample and zero-pad the new channels; no parameters
+    NONE = "none"  # no shortcut and no addition at all: a plain network
+
+
+class Ordering(StrEnum):
+    """Where BN and ReLU sit in a unit: the five variants of He et al. 2016, Fig. 4."""
+
+    ORIGINAL = "original"  # (a) conv-BN-ReLU-conv-BN, add, ReLU
+    BN_AFTER_ADD = "bn_after_add"  # (b) conv-BN-ReLU-conv, add, BN, ReLU
+    RELU_BEFORE_ADD = "relu_before_add"  # (c) conv-BN-ReLU-conv-BN-ReLU, add
+    RELU_PREACT = "relu_preact"  # (d) ReLU-conv-BN-ReLU-conv-BN, add
+    FULL_PREACT = "full_preact"  # (e) BN-ReLU-conv-BN-ReLU-conv, add
+
+    @property
+    def is_preact(self) -> bool:
+        return self in (Ordering.RELU_PREACT, Ordering.FULL_PREACT)
+
+
+class StrideOn(StrEnum):
+    """Which bottleneck conv downsamples."""
+
+    CONV3X3 = "3x3"  # torchvision's "ResNet V1.5": better accuracy
+    CONV1X1 = "1x1"  # the original paper: the first 1x1 conv
+
+
+_ENUM_FIELDS = {
+    "block": Block,
+    "stem": Stem,
+    "shortcut": Shortcut,
+    "ordering": Ordering,
+    "bottleneck_stride": StrideOn,
+}
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """A residual network. Stage ``i`` has ``depths[i]`` units of width ``widths[i]``.
+
+    ``widths`` are the "planes" of torchvision: a bottleneck stage outputs ``4 * width``
+    channels. The first stage keeps the stem's resolution; every later stage halves it.
+    """
+
+    block: Block = Block.BASIC
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    groups: int = 1  # grouped 3x3 convs (ResNeXt's cardinality)
+    width_per_group: int = 64  # bottleneck inner width = widths[i] * width_per_group / 64 * groups
+    stem: Stem = Stem.IMAGENET
+    stem_width: int = 64  # channels out of the stem
+    shortcut: Shortcut = Shortcut.PROJECTION
+    ordering: Ordering = Ordering.ORIGINAL
+    zero_init_residual: bool = False  # last BN (or last conv) of each branch starts at zero
+    conv_bias: bool = False  # D2L's convolutions keep their bias
+    bottleneck_stride: StrideOn = StrideOn.CONV3X3
+    in_channels: int = 3
+    num_classes: int = 1000  # 0 gives a feature extractor (no classifier)
+    input_size: int = 224  # the natural input side, used when no input size is given
+
+    def __post_init__(self) -> None:
+        for name, enum in _ENUM_FIELDS.items():
+            object.__setattr__(self, name, _coerce(enum, name, getattr(self, name)))
+        for name in ("depths", "widths"):
+            value = getattr(self, name)
+            if isinstance(value, int) or not all(isinstance(v, int) for v in value):
+                raise SpecError(f"{name} must be a sequence of integers, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        if not self.depths:
+            raise SpecError("a ResNetSpec needs at least one stage: depths is empty")
+        if len(self.depths) != len(self.widths):
+            raise SpecError(
+                f"depths has {len(self.depths)} stages but widths has {len(self.widths)}: "
+                "give one width per stage"
+            )
+        for name in ("depths", "widths"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise SpecError(f"every entry of {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("groups", "width_per_group", "stem_width", "in_channels", "input_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise SpecError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
+        if self.block is Block.BASIC:
+            if self.width_per_group != 64:
+                raise SpecError(
+                    "width_per_group only applies to bottleneck blocks; leave it at 64 "
+                    "or use block='bottleneck'"
+                )
+            channels_in = (self.stem_width, *self.widths)
+            for width, previous in zip(self.widths, channels_in, strict=False):
+                if width % self.groups or previous % self.groups:
+                    raise SpecError(
+                        f"groups={self.groups} does not divide the basic-block widths "
+                        f"{(self.stem_width, *self.widths)}: choose groups that divide every width"
+                    )
+        elif any(w * self.width_per_group % 64 for w in self.widths):
+            raise SpecError(
+                f"width_per_group={self.width_per_group} gives a fractional bottleneck width "
+                f"for widths {self.widths}: each width * width_per_group must divide by 64"
+            )
+        if self.shortcut is Shortcut.PAD:
+            channels = [self.stem_width, *(w * self.expansion for w in self.widths)]
+            if any(b < a for a, b in zip(channels, channels[1:], strict=False)):
+                raise SpecError(
+                    "shortcut='pad' can only add channels, but the widths shrink: "
+                    "use shortcut='projection'"
+                )
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block is Block.BOTTLENECK else 1
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last stage, which the classifier sees."""
+        return self.widths[-1] * self.expansion
+
+    @property
+    def is_plain(self) -> bool:
+        return self.shortcut is Shortcut.NONE
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the papers count them: stem convs + unit convs + classifier."""
+        stem_convs = 3 if self.stem is Stem.DEEP else 1
+        unit_convs = 3 if self.block is Block.BOTTLENECK else 2
+        return stem_convs + unit_convs * sum(self.depths) + 1
+
+    def replace(self, **changes: Any) -> ResNetSpec:
+        """A copy with some fields changed; unknown field names are refused with a suggestion."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for name in changes:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise SpecError(f"ResNetSpec has no field {name!r}{hint}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (enums as strings, tuples as lists)."""
+        return {
+            f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ResNetSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SpecError(f"unknown ResNetSpec fields {unknown}: this spec is from another tool")
+        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**converted)
+
+
+def _coerce(enum: type[StrEnum], name: str, value: Any) -> StrEnum:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = [m.value for m in enum]
+        raise SpecError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,0 +1,134 @@
+"""The model zoo: named specs, and ``create_model`` / ``list_models`` in timm's style."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from reslab.errors import SpecError, UnknownNameError
+from reslab.models.build import build
+from reslab.models.lenet import LeNetBN
+from reslab.models.spec import ResNetSpec
+
+_IMAGENET = dict(widths=(64, 128, 256, 512))
+_BASIC = dict(_IMAGENET, block="basic")
+_BOTTLENECK = dict(_IMAGENET, block="bottleneck")
+# He et al. 2015 section 4.2: 3 stages of 16/32/64 at 32x32, n units each, option A shortcuts.
+_CIFAR = dict(
+    block="basic", widths=(16, 32, 64), stem="cifar", stem_width=16,
+    shortcut="pad", num_classes=10, input_size=32,
+)
+
+
+def _cifar(depth: int, **extra: Any) -> ResNetSpec:
+    n = (depth - 2) // 6
+    return ResNetSpec(**(_CIFAR | dict(depths=(n, n, n)) | extra))
+
+
+def _preact_cifar(depth: int, block: str = "basic") -> ResNetSpec:
+    # He et al. 2016: full pre-activation; 1x1-conv shortcuts where the shape changes.
+    per_unit = 3 if block == "bottleneck" else 2
+    n = (depth - 2) // (3 * per_unit)
+    return ResNetSpec(**(_CIFAR | dict(
+        depths=(n, n, n), block=block, ordering="full_preact", shortcut="conv"
+    )))
+
+
+def _wide(depth: int, k: int) -> ResNetSpec:
+    # Zagoruyko & Komodakis 2016, WRN-d-k: pre-activation basic units, widths 16k/32k/64k.
+    n = (depth - 4) // 6
+    return ResNetSpec(**(_CIFAR | dict(
+        depths=(n, n, n), widths=(16 * k, 32 * k, 64 * k),
+        ordering="full_preact", shortcut="conv",
+    )))
+
+
+SPECS: dict[str, ResNetSpec] = {
+    # torchvision's ImageNet models, key for key
+    "resnet18": ResNetSpec(**_BASIC, depths=(2, 2, 2, 2)),
+    "resnet34": ResNetSpec(**_BASIC, depths=(3, 4, 6, 3)),
+    "resnet50": ResNetSpec(**_BOTTLENECK, depths=(3, 4, 6, 3)),
+    "resnet101": ResNetSpec(**_BOTTLENECK, depths=(3, 4, 23, 3)),
+    "resnet152": ResNetSpec(**_BOTTLENECK, depths=(3, 8, 36, 3)),
+    "resnext50_32x4d": ResNetSpec(**_BOTTLENECK, depths=(3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": ResNetSpec(
+        **_BOTTLENECK, depths=(3, 4, 23, 3), groups=32, width_per_group=8
+    ),
+    "resnext101_64x4d": ResNetSpec(
+        **_BOTTLENECK, depths=(3, 4, 23, 3), groups=64, width_per_group=4
+    ),
+    "wide_resnet50_2": ResNetSpec(**_BOTTLENECK, depths=(3, 4, 6, 3), width_per_group=128),
+    "wide_resnet101_2": ResNetSpec(**_BOTTLENECK, depths=(3, 4, 23, 3), width_per_group=128),
+    # The seed's D2L ResNet-18: conv biases, 1x1-conv shortcut without BN, 1 channel, 10 classes
+    "d2l_resnet18": ResNetSpec(
+        **_BASIC, depths=(2, 2, 2, 2), shortcut="conv", conv_bias=True,
+        in_channels=1, num_classes=10, input_size=96,
+    ),
+    # ImageNet-style plain networks (He et al. 2015, Table 1 without shortcuts)
+    "plain18": ResNetSpec(**_BASIC, depths=(2, 2, 2, 2), shortcut="none"),
+    "plain34": ResNetSpec(**_BASIC, depths=(3, 4, 6, 3), shortcut="none"),
+    # pre-activation (He et al. 2016); preact_resnet18 is the common CIFAR variant
+    "preact_resnet18": ResNetSpec(
+        **_BASIC, depths=(2, 2, 2, 2), stem="cifar", ordering="full_preact",
+        shortcut="conv", num_classes=10, input_size=32,
+    ),
+    "preact_resnet110": _preact_cifar(110),
+    "preact_resnet164": _preact_cifar(164, "bottleneck"),
+    "preact_resnet1001": _preact_cifar(1001, "bottleneck"),
+    "wrn16_4": _wide(16, 4),
+    "wrn28_10": _wide(28, 10),
+    "wrn40_4": _wide(40, 4),
+}
+for _depth in (20, 32, 44, 56, 110, 1202):
+    SPECS[f"resnet{_depth}"] = _cifar(_depth)
+    if _depth <= 110:
+        SPECS[f"plain{_depth}"] = _cifar(_depth, shortcut="none")
+
+# Non-residual baselines that are not ResNetSpecs; they take in_channels / num_classes only.
+BASELINES: dict[str, Callable[..., nn.Module]] = {"lenet_bn": LeNetBN}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names in the zoo matching a shell-style pattern, sorted naturally."""
+    import fnmatch
+    import re
+
+    names = [n for n in (*SPECS, *BASELINES) if fnmatch.fnmatch(n, pattern)]
+    def natural(n: str) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+
+    return sorted(names, key=natural)
+
+
+def _unknown(name: str) -> UnknownNameError:
+    close = difflib.get_close_matches(name, list_models(), n=4, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else "; `reslab models` lists them all"
+    return UnknownNameError(f"unknown model {name!r}{hint}")
+
+
+def get_spec(name: str, **overrides: Any) -> ResNetSpec:
+    """The zoo's spec for ``name``, with fields overridden (num_classes=, in_channels=, ...)."""
+    if name not in SPECS:
+        if name in BASELINES:
+            raise SpecError(f"{name!r} is not a residual network and has no ResNetSpec")
+        raise _unknown(name)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return SPECS[name].replace(**overrides) if overrides else SPECS[name]
+
+
+def create_model(
+    name: str, *, num_classes: int | None = None, in_channels: int | None = None, **overrides: Any
+) -> nn.Module:
+    """Build a zoo model, e.g. ``create_model("resnet50", num_classes=10, in_channels=1)``."""
+    if name in BASELINES:
+        if overrides:
+            raise SpecError(
+                f"{name!r} takes only num_classes and in_channels, not {sorted(overrides)}"
+            )
+        kwargs = {k: v for k, v in dict(num_classes=num_classes, in_channels=in_channels).items()
+                  if v is not None}
+        return BASELINES[name](**kwargs)
+    return build(get_spec(name, num_classes=num_classes, in_channels=in_channels, **overrides))
