@@ -1,6 +1,17 @@
 """reslab: residual networks from one spec — build, inspect, train and explain them."""
 
-from reslab.models import ResNetSpec, build, create_model, get_spec, list_models
+from reslab.models import (
+    ResNetSpec,
+    build,
+    create_model,
+    get_spec,
+    list_models,
+    load_weights,
+    save_weights,
+)
 
 __version__ = "0.1.0"
-__all__ = ["ResNetSpec", "build", "create_model", "get_spec", "list_models"]
+__all__ = [
+    "ResNetSpec", "build", "create_model", "get_spec", "list_models", "load_weights",
+    "save_weights",
+]

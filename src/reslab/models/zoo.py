@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from reslab.errors import SpecError, UnknownNameError
 from reslab.models.build import build
 from reslab.models.lenet import LeNetBN
 from reslab.models.spec import ResNetSpec
+from reslab.models.weights import load_weights
 
 _IMAGENET = dict(widths=(64, 128, 256, 512))
 _BASIC = dict(_IMAGENET, block="basic")
@@ -120,9 +122,25 @@ def get_spec(name: str, **overrides: Any) -> ResNetSpec:
 
 
 def create_model(
-    name: str, *, num_classes: int | None = None, in_channels: int | None = None, **overrides: Any
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    weights: str | os.PathLike | None = None,
+    **overrides: Any,
 ) -> nn.Module:
-    """Build a zoo model, e.g. ``create_model("resnet50", num_classes=10, in_channels=1)``."""
+    """Build a zoo model, e.g. ``create_model("resnet50", num_classes=10, in_channels=1)``.
+
+    ``weights``: a torchvision/timm/reslab weights file to start from; a classifier of
+    another size is replaced and a 3-channel first conv adapted (see ``load_weights``).
+    """
+    model = _create(name, num_classes, in_channels, overrides)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _create(name: str, num_classes, in_channels, overrides: dict[str, Any]) -> nn.Module:
     if name in BASELINES:
         if overrides:
             raise SpecError(

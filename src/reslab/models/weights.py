@@ -1,0 +1,213 @@
+"""Weights in and out: torchvision/timm state-dict files, read without running their code.
+
+``.pth``/``.pt``/``.bin`` files go through ``torch.load(weights_only=True)``, which refuses
+pickled objects that could execute code; ``.safetensors`` files hold tensors only. Weights
+are saved as safetensors, atomically, with reslab's metadata as JSON in the header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from reslab.errors import WeightsError
+from reslab.io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+# Wrappers that training scripts put around the state dict, and prefixes that
+# DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) add to every key.
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+_PREFIXES = ("module.", "_orig_mod.")
+METADATA_KEY = "reslab"
+
+
+@dataclass
+class LoadReport:
+    """What ``load_weights`` had to change to make a file fit the model."""
+
+    source: str
+    dropped: list[str] = field(default_factory=list)  # file keys left out (an old classifier)
+    adapted: list[str] = field(default_factory=list)  # keys converted to fit (input channels)
+
+    def __str__(self) -> str:
+        parts = [f"loaded weights from {self.source}"]
+        if self.adapted:
+            parts.append(f"adapted {', '.join(self.adapted)} to the model's input channels")
+        if self.dropped:
+            parts.append(f"dropped {', '.join(self.dropped)} (new classifier, freshly initialised)")
+        return "; ".join(parts)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, unwrapped and without ``module.`` prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no weights file at {path}: check the path")
+    if path.suffix == ".safetensors":
+        try:
+            state = safetensors.torch.load_file(path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise WeightsError(
+                f"{path} is not a valid safetensors file ({error}); it may be truncated or "
+                "tampered with: save it again"
+            ) from None
+    else:
+        state = _torch_load_tensors_only(path)
+    return _strip_prefixes(_unwrap(state, path))
+
+
+def _torch_load_tensors_only(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0][:160]
+        raise WeightsError(
+            f"refusing to load {path}: it holds Python objects besides tensors, and "
+            f"unpickling them could run code ({first_line}); load only files you trust, "
+            "converted to .safetensors"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise WeightsError(
+            f"{path} is not a readable PyTorch weights file ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0][:160] if str(error).strip() else 'truncated'})"
+        ) from None
+
+
+def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(state, dict) and not _is_tensor_dict(state):
+        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, dict) or not _is_tensor_dict(state):
+        raise WeightsError(
+            f"{path} holds no state dict (a mapping of names to tensors): "
+            "save the model's state_dict(), not the model or optimizer"
+        )
+    return state
+
+
+def _is_tensor_dict(d: dict) -> bool:
+    return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def strip(key: str) -> str:
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        return key
+
+    return {strip(k): v for k, v in state.items()}
+
+
+def _module_name(model: nn.Module, target: nn.Module) -> str | None:
+    return next((name for name, m in model.named_modules() if m is target), None)
+
+
+def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor | None:
+    """3 -> 1 channels by summing (a grey image gives what its RGB copy gave); 1 -> k by
+    repeating and dividing by k (a k-channel copy of a grey image gives the same output)."""
+    if weight.shape[1] == 1:
+        return weight.repeat(1, in_channels, 1, 1) / in_channels
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    return None
+
+
+def load_weights(
+    model: nn.Module, source: str | os.PathLike | dict[str, torch.Tensor], *, strict: bool = True
+) -> LoadReport:
+    """Load a file (or state dict) into ``model``, fitting the classifier and input conv.
+
+    A classifier of another size is dropped, leaving the model's fresh one (fine-tuning);
+    a first conv with 1 or 3 input channels is converted to the model's. Everything else
+    must match exactly, or a ``WeightsError`` names the keys that do not.
+    """
+    if isinstance(source, dict):
+        report, state = LoadReport("a state dict"), _strip_prefixes(dict(source))
+    else:
+        report, state = LoadReport(str(source)), read_state_dict(source)
+    target = model.state_dict()
+
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    conv_key = f"{_module_name(model, first_conv)}.weight" if first_conv is not None else None
+    if conv_key in state and conv_key in target and state[conv_key].shape != target[conv_key].shape:
+        adapted = _adapt_input_conv(state[conv_key], target[conv_key].shape[1])
+        if adapted is not None and adapted.shape == target[conv_key].shape:
+            state[conv_key] = adapted
+            report.adapted.append(conv_key)
+
+    get_classifier = getattr(model, "get_classifier", None)
+    head = _module_name(model, get_classifier()) if get_classifier else None
+    if head:
+        for key in [k for k in state if k.startswith(head + ".")]:
+            if key not in target or state[key].shape != target[key].shape:
+                report.dropped.append(key)
+                del state[key]
+
+    fresh_head = f"{head}." if report.dropped else None  # the model's own new classifier
+    missing = [
+        k for k in target if k not in state and not (fresh_head and k.startswith(fresh_head))
+    ]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [
+        f"{k} (file {list(state[k].shape)}, model {list(target[k].shape)})"
+        for k in state if k in target and state[k].shape != target[k].shape
+    ]
+    if strict and (missing or unexpected or mismatched):
+        problems = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("wrong shape", mismatched)):
+            if keys:
+                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+                shown = ", ".join(keys[:3]) + more
+                problems.append(f"{len(keys)} {label}: {shown}")
+        raise WeightsError(
+            f"weights in {report.source} do not fit this model ({'; '.join(problems)}); "
+            "are they for another architecture?"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    log.info("%s", report)
+    return report
+
+
+def save_weights(
+    model_or_state: nn.Module | dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a safetensors file atomically; ``metadata`` travels as JSON in its header."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    header = {METADATA_KEY: json.dumps(metadata or {}, sort_keys=True)}
+    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=header))
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """reslab's metadata from a safetensors file's header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
+    try:
+        return json.loads(header.get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path} has a corrupt reslab metadata header") from None
