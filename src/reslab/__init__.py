@@ -1,5 +1,6 @@
 """reslab: residual networks from one spec — build, inspect, train and explain them."""
 
+from reslab.inspect import Comparison, Summary, compare, summary
 from reslab.models import (
     ResNetSpec,
     build,
@@ -13,5 +14,5 @@ from reslab.models import (
 __version__ = "0.1.0"
 __all__ = [
     "ResNetSpec", "build", "create_model", "get_spec", "list_models", "load_weights",
-    "save_weights",
+    "save_weights", "Comparison", "Summary", "compare", "summary",
 ]
