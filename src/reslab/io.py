@@ -14,15 +14,17 @@ from typing import BinaryIO
 def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in its folder, renamed into place on success.
 
-    The temporary file is fsynced before the rename and the folder after it, so a crash at
+    ``file.name`` is the temporary file's path (to verify it before the rename). The
+    temporary file is fsynced before the rename and the folder after it, so a crash at
     any point leaves either the previous file or the new one. On an exception the temporary
     file is removed and the previous file is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as file:
+        with open(tmp, "wb") as file:  # by path, so file.name is the temporary file's path
             yield file
             file.flush()
             os.fsync(file.fileno())
