@@ -45,3 +45,7 @@ class ChecksumError(DataError, ValueError):
 
 class ConfigError(ReslabError, ValueError):
     """A training or experiment setting out of range, of the wrong type, or in conflict."""
+
+
+class TrainingError(ReslabError):
+    """A run that cannot go on: the loss diverged, or its directory cannot be written."""

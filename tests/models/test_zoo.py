@@ -19,10 +19,12 @@ PARAMS = {
     "resnet101": 44_549_160, "resnet152": 60_192_808, "resnext50_32x4d": 25_028_904,
     "resnext101_32x8d": 88_791_336, "resnext101_64x4d": 83_455_272,
     "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
-    "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,
+    "resnet14": 172_506, "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
+    "resnet56": 853_018,
     "resnet110": 1_727_962, "resnet1202": 19_421_274,
     # option A shortcuts have no weights, so a plain CIFAR net counts the same as its ResNet
-    "plain20": 269_722, "plain32": 464_154, "plain44": 658_586, "plain56": 853_018,
+    "plain14": 172_506, "plain20": 269_722, "plain32": 464_154, "plain44": 658_586,
+    "plain56": 853_018,
     "plain110": 1_727_962,
     # torchvision's resnet18/34 less the three downsample conv+BN pairs
     "plain18": 11_689_512 - (8_192 + 256 + 32_768 + 512 + 131_072 + 1_024),
@@ -150,7 +152,7 @@ def test_unknown_override_is_refused_with_a_suggestion():
 
 
 def test_list_models_sorts_naturally_and_filters():
-    assert reslab.list_models("resnet*")[:4] == ["resnet18", "resnet20", "resnet32", "resnet34"]
+    assert reslab.list_models("resnet*")[:4] == ["resnet14", "resnet18", "resnet20", "resnet32"]
     assert reslab.list_models("resnext*") == [
         "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"
     ]

@@ -20,13 +20,13 @@ Handler = Callable[[Namespace], int | None]
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, Handler]]:
-    from reslab.cli import data, models
+    from reslab.cli import data, models, train
 
     parser = ArgumentParser(prog="reslab", description="Residual networks: build, inspect, train.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debugging details.")
     subcommands = parser.add_subcommands(dest="command")
     handlers: dict[str, Handler] = {}
-    for module in (models, data):
+    for module in (train, models, data):
         handlers.update(module.register(subcommands))
     return parser, handlers
 
@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.")
 METADATA_KEY = "reslab"
+# Training checkpoints keep optimizer, EMA and RNG state beside the weights under this
+# prefix ("/" never occurs in module names); loading weights skips them.
+TRAIN_STATE_PREFIX = "_train/"
 
 
 @dataclass
@@ -65,7 +68,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             ) from None
     else:
         state = _torch_load_tensors_only(path)
-    return _strip_prefixes(_unwrap(state, path))
+    state = _unwrap(state, path)
+    return _strip_prefixes({k: v for k, v in state.items() if not k.startswith(TRAIN_STATE_PREFIX)})
 
 
 def _torch_load_tensors_only(path: Path) -> Any:

@@ -84,7 +84,7 @@ SPECS: dict[str, ResNetSpec] = {
     "wrn28_10": _wide(28, 10),
     "wrn40_4": _wide(40, 4),
 }
-for _depth in (20, 32, 44, 56, 110, 1202):
+for _depth in (14, 20, 32, 44, 56, 110, 1202):
     SPECS[f"resnet{_depth}"] = _cifar(_depth)
     if _depth <= 110:
         SPECS[f"plain{_depth}"] = _cifar(_depth, shortcut="none")

@@ -1,0 +1,103 @@
+"""Using a trained model: evaluate it, predict image files, export it to ONNX."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.data import load_dataset
+from reslab.data.folder import decode_image
+from reslab.data.loader import BatchLoader
+from reslab.errors import ConfigError, ReslabError
+from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.training.evaluate import EvalResult, evaluate, predict_proba
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike, data: str | None = None, *, split: str = "test",
+    data_dir: str | None = None, batch_size: int = 256,
+) -> tuple[EvalResult, dict[str, Any]]:
+    """Accuracy and confusion matrix of a checkpoint (or run directory) on a data split."""
+    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    config = meta.get("config", {})
+    dataset = load_dataset(data or meta.get("data") or "fashion-mnist", data_dir,
+                           val_size=config.get("val_size"), seed=config.get("seed", 0))
+    if list(dataset.classes) != meta["classes"]:
+        raise ConfigError(f"the checkpoint was trained on classes {meta['classes'][:4]}..., "
+                          f"but {dataset.name} has {list(dataset.classes)[:4]}...")
+    size = meta["input_size"][1]
+    loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
+                         std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
+    result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
+    return result, meta
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class, probability), most likely first
+    error: str | None = None  # why the image could not be read
+
+
+def predict_files(
+    checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, top_k: int = 3
+) -> list[Prediction]:
+    """Top-k classes for each image; an unreadable image gets an error, the rest still run."""
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    channels, size, _ = meta["input_size"]
+    mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
+    std = torch.tensor(meta["std"]).view(-1, 1, 1)
+    classes = meta["classes"]
+    results = []
+    for path in images:
+        try:
+            pixels = decode_image(Path(path), size, channels)
+        except ReslabError as error:
+            results.append(Prediction(str(path), [], str(error)))
+            continue
+        x = ((pixels.float() / 255 - mean) / std).unsqueeze(0)
+        with torch.no_grad():
+            probs = predict_proba(model, x, meta.get("tta_flip", False))[0]
+        values, indices = probs.topk(min(top_k, len(classes)))
+        results.append(Prediction(str(path), [(classes[i], float(v))
+                                              for v, i in zip(values, indices, strict=True)]))
+    return results
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17
+) -> dict[str, Any]:
+    """Write an ONNX model with a dynamic batch axis and check it against PyTorch with
+    onnxruntime on random input. Returns the path and the max abs difference."""
+    import onnxruntime
+
+    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    channels, height, width = meta["input_size"]
+    example = torch.randn(2, channels, height, width)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.part")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            model, (example,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=["images"], output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    check = torch.randn(3, channels, height, width)
+    with torch.no_grad():
+        expected = model(check).numpy()
+    got = session.run(None, {"images": check.numpy()})[0]
+    max_abs = float(abs(got - expected).max())
+    os.replace(tmp, out)
+    return {"path": str(out), "max_abs_diff": max_abs, "input": [channels, height, width]}

@@ -1,0 +1,74 @@
+"""Evaluation: loss, accuracy, per-class accuracy and the confusion matrix of a split."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    confusion: torch.Tensor  # [true, predicted] counts
+
+    @property
+    def count(self) -> int:
+        return int(self.confusion.sum())
+
+    def per_class(self, classes: list[str]) -> dict[str, float]:
+        totals = self.confusion.sum(dim=1).clamp(min=1)
+        return {c: float(self.confusion[i, i] / totals[i]) for i, c in enumerate(classes)}
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for a resolved precision ("fp32" means none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def predict_proba(model: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    """Class probabilities; with ``tta_flip``, averaged over the image and its mirror."""
+    probs = model(x).float().softmax(dim=1)
+    if tta_flip:
+        probs = (probs + model(x.flip(3)).float().softmax(dim=1)) / 2
+    return probs
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    *,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    tta_flip: bool = False,
+) -> EvalResult:
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = 0.0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    try:
+        for x, y in loader:
+            if len(y) == 0:
+                continue
+            with autocast(device, precision):
+                probs = predict_proba(model, x, tta_flip)
+            loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
+            pairs = y.cpu() * num_classes + probs.argmax(dim=1).cpu()
+            confusion += torch.bincount(pairs, minlength=num_classes**2).view(
+                num_classes, num_classes)
+    finally:
+        model.train(was_training)
+    n = int(confusion.sum())
+    if n == 0:
+        return EvalResult(float("nan"), float("nan"), confusion)
+    return EvalResult(loss_sum / n, float(confusion.diag().sum()) / n, confusion)

@@ -1,0 +1,165 @@
+"""A run directory: what a training run leaves behind, and the lock that keeps it its own.
+
+runs/<name>/
+  config.json          resolved config, versions, machine
+  metrics.jsonl        one line per epoch
+  curves.png           train loss, train accuracy, validation accuracy against epoch (D2L's view)
+  tensorboard/         event files
+  checkpoints/         last.safetensors, best.safetensors
+  results.json         final test accuracy, per-class accuracy
+  confusion.png        test confusion matrix
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.errors import ConfigError
+from reslab.io import atomic_write_bytes, atomic_write_text
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock_file = None
+        self._tensorboard = None
+
+    config = property(lambda self: self.path / "config.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    curves = property(lambda self: self.path / "curves.png")
+    results = property(lambda self: self.path / "results.json")
+    confusion = property(lambda self: self.path / "confusion.png")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last = property(lambda self: self.path / "checkpoints" / "last.safetensors")
+    best = property(lambda self: self.path / "checkpoints" / "best.safetensors")
+
+    def lock(self) -> RunDir:
+        """Hold the directory for this process; a second run in it is refused, not interleaved.
+        The OS releases the lock when the process dies, even by SIGKILL."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path / ".lock", "a+")  # noqa: SIM115 (held for the run)
+        except OSError as error:
+            raise ConfigError(f"cannot use run directory {self.path}: {error.strerror}") from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise ConfigError(
+                f"run directory {self.path} is in use by another reslab process; "
+                "wait for it, or choose another --out"
+            ) from None
+        return self
+
+    def unlock(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> RunDir:
+        return self.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        record = {"config": config, "versions": versions(), "machine": machine()}
+        atomic_write_text(self.config, json.dumps(record, indent=2) + "\n")
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the whole file from the history the checkpoint carries, so a run resumed
+        after a crash never shows an epoch twice."""
+        atomic_write_text(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        atomic_write_text(self.results, json.dumps(results, indent=2) + "\n")
+
+    def tensorboard(self):
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+        return self._tensorboard
+
+
+def save_figure(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """D2L's train_ch6 view: train loss, train accuracy and validation accuracy by epoch."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    epochs = [row["epoch"] for row in history]
+    ax.plot(epochs, [row["train_loss"] for row in history], label="train loss")
+    ax.plot(epochs, [row["train_acc"] for row in history], "--", label="train acc")
+    ax.plot(epochs, [row["val_acc"] for row in history], "-.", label="val acc")
+    ax.set_xlabel("epoch")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(figure, path)
+
+
+def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    n = len(classes)
+    figure = Figure(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax = figure.subplots()
+    counts = matrix.numpy()
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        top = counts.max() or 1
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if counts[i, j] > top / 2 else "black")
+    save_figure(figure, path)
+
+
+def versions() -> dict[str, str]:
+    import numpy
+
+    from reslab import __version__
+
+    return {"reslab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info

@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+
+import reslab
+from reslab.errors import ConfigError, TrainingError
+from reslab.models import ResNetSpec, read_metadata
+from reslab.training import TrainConfig, fit
+from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,
+                  num_classes=10, input_size=16)
+
+
+def quick_config(tmp_path, **changes) -> TrainConfig:
+    values = dict(epochs=3, batch_size=16, lr=0.4, crop_padding=1, flip=False, tta_flip=False,
+                  label_smoothing=0.0, quiet=True, out=str(tmp_path / "run"), warmup_epochs=0.5)
+    return TrainConfig(**(values | changes))
+
+
+def test_a_short_real_training_learns(tmp_path, tiny_data):
+    result = fit(reslab.build(TINY), tiny_data, quick_config(tmp_path))
+    losses = [row["train_loss"] for row in result.history]
+    assert len(result.history) == 3
+    assert losses[-1] < losses[0] * 0.5
+    assert result.history[-1]["train_acc"] > result.history[0]["train_acc"] + 0.3
+    assert result.best_val_acc >= 0.7  # the squares are easy to tell apart
+    assert result.test["accuracy"] >= 0.7 and result.test["images"] == 100
+
+
+def test_the_run_directory_holds_everything(tmp_path, tiny_data):
+    result = fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, epochs=2))
+    run = result.run_dir
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["epochs"] == 2 and "torch" in config["versions"]
+    assert "cores" in config["machine"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s",
+            "seconds"} <= set(rows[0])
+    for png in ("curves.png", "confusion.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((run / "tensorboard").iterdir())
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["per_class"]) == {f"class{i}" for i in range(10)}
+    assert sum(map(sum, results["confusion"])) == 100
+    meta = read_metadata(run / "checkpoints" / "best.safetensors")
+    assert meta["classes"][0] == "class0" and meta["spec"]["widths"] == [8, 16]
+    assert meta["mean"] == list(tiny_data.mean) and meta["input_size"] == [1, 16, 16]
+    last = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert last.train_state["state"]["step"] == rows[-1]["step"] == 2 * (400 // 16)
+    model, _ = model_from_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert isinstance(model, reslab.models.ResNet)
+
+
+def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path, tiny_data):
+    result = fit(reslab.build(TINY), tiny_data, quick_config(tmp_path))
+    best_epoch = max(result.history, key=lambda r: r["val_acc"])["epoch"]
+    assert result.test["best_epoch"] == best_epoch
+    best = read_metadata(result.run_dir / "checkpoints" / "best.safetensors")
+    assert best["epoch"] == best_epoch
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+    config = quick_config(tmp_path, lr=1e30, schedule="constant", warmup_epochs=0,
+                          checkpoint_every=1, label_smoothing=0.0)
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        fit(reslab.build(TINY), tiny_data, config)
+    last = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    weights = load_checkpoint(last).weights
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_bad_values_are_refused_before_any_work(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        TrainConfig(epochs=-1)
+    with pytest.raises(ConfigError, match="lr must be a positive number"):
+        TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match="batch_size 1000 is larger than the 400"):
+        fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, batch_size=1000))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_run_in_the_same_directory_is_refused(tmp_path, tiny_data):
+    fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, epochs=1))
+
+
+def test_ema_and_cosine_and_adamw_run(tmp_path, tiny_data):
+    config = quick_config(tmp_path, ema_decay=0.9, schedule="cosine", optimizer="adamw",
+                          nesterov=False, lr=1e-2, grad_clip=1.0)
+    result = fit(reslab.build(TINY), tiny_data, config)
+    assert result.history[-1]["train_acc"] > 0.3
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[-1] < lrs[0]  # annealed
+
+
+def test_multistep_schedule_divides_at_the_milestones(tmp_path, tiny_data):
+    config = quick_config(tmp_path, schedule="multistep", milestones=(25, 50), warmup_epochs=0,
+                          lr=0.1, epochs=3)
+    result = fit(reslab.build(TINY), tiny_data, config)
+    assert [round(r["lr"], 6) for r in result.history] == [0.1, 0.01, 0.001]
+
+
+def test_max_steps_stops_mid_epoch(tmp_path, tiny_data):
+    result = fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, max_steps=5, epochs=10))
+    assert result.history[-1]["step"] == 5 and len(result.history) == 1
+
+
+def test_warmup_until_error_uses_the_low_rate_first(tmp_path, tiny_data, caplog):
+    config = quick_config(tmp_path, warmup_lr=0.1, warmup_until_error=0.7,
+                          schedule="constant", warmup_epochs=0)
+    with caplog.at_level("INFO", logger="reslab.training.fit"):
+        result = fit(reslab.build(TINY), tiny_data, config)
+    ended = [r.getMessage() for r in caplog.records if "warm-up over" in r.getMessage()]
+    assert len(ended) == 1 and int(ended[0].split("step ")[1].split(":")[0]) > 5
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors").train_state
+    assert state["state"]["warming_up"] is False
+    assert result.history[-1]["lr"] == 0.4  # back to the scheduled rate
+
+
+def test_train_subset_and_xavier_through_train(tmp_path, image_folder):
+    result = reslab.train(model="resnet14", data=f"folder:{image_folder}", image_size=16,
+                          channels=1, train_subset=64, epochs=1, batch_size=32, init="xavier",
+                          quiet=True, out=str(tmp_path / "run"), val_size=20)
+    assert result.history[0]["step"] == 2
