@@ -25,7 +25,7 @@ data:
 	fi
 
 run: $(STAMP) data
-	$(BIN)/reslab summary d2l_resnet18 --input 1x224x224
+	$(BIN)/reslab train
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

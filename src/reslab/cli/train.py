@@ -78,9 +78,11 @@ def run_train(ns: Namespace) -> int:
         values = {f.name: ns[f.name] for f in dataclasses.fields(TrainConfig)}
         result = train(TrainConfig(**values))
     test = result.test
+    chosen = ("the last epoch, no validation split" if test["best_val_acc"] is None
+              else f"chosen by validation accuracy {test['best_val_acc']:.4f}")
     print(f"test accuracy {test['accuracy']:.4f} on {test['images']:,} images "
-          f"(model of epoch {test['best_epoch']}, chosen by validation accuracy "
-          f"{test['best_val_acc']:.4f}); {test['train_seconds']:.0f} s of training")
+          f"(model of epoch {test['best_epoch']}, {chosen}); "
+          f"{test['train_seconds']:.0f} s of training")
     print(f"run directory: {result.run_dir}")
     return 0
 

@@ -132,6 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Xavier init, no augmentation, no tricks
     "d2l": dict(
         model="d2l_resnet18", resize=96, epochs=10, batch_size=256, optimizer="sgd", lr=0.05,
+        val_size=0,  # D2L trains on all 60,000 images and reports the last epoch's test accuracy
         momentum=0.0, nesterov=False, weight_decay=0.0, schedule="constant", warmup_epochs=0.0,
         label_smoothing=0.0, init="xavier", crop_padding=0, flip=False, erase=0.0,
         tta_flip=False, precision="fp32", channels_last=False,

@@ -37,7 +37,7 @@ CHECKPOINT_FORMAT = "reslab-checkpoint/1"
 class FitResult:
     run_dir: Path
     history: list[dict[str, Any]]
-    best_val_acc: float
+    best_val_acc: float | None  # None without a validation split
     test: dict[str, Any] = field(default_factory=dict)  # accuracy, loss, per_class
     model: nn.Module | None = None  # the selected (best on validation) model
 
@@ -82,6 +82,7 @@ def train(
         config = config.replace(**overrides)
     data = load_dataset(config.data, config.data_dir, val_size=config.val_size, seed=config.seed,
                         image_size=config.image_size, channels=config.channels)
+    torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
     model = create_model(config.model, num_classes=len(data.classes),
                          in_channels=data.image_shape[0])
     if config.init == "xavier":
@@ -218,9 +219,9 @@ def fit(
             state.epoch, state.batch, state.sums = epoch + 1, 0, [0.0, 0.0, 0.0]
             progress.end_epoch(row)
             if world.is_main:
-                improved = val.count == 0 or val.accuracy > state.best_val_acc
-                if improved:
-                    state.best_val_acc = val.accuracy if val.count else row["train_acc"]
+                # without a validation split the latest model is the one reported (as D2L does)
+                if val.count == 0 or val.accuracy > state.best_val_acc:
+                    state.best_val_acc = val.accuracy if val.count else -1.0
                     state.best_epoch = epoch + 1
                     _write(run.best, lambda: save_checkpoint(
                         run.best, evaluated.state_dict(), meta | _progress_meta(state, config)))
@@ -234,7 +235,8 @@ def fit(
         progress.close()
         _check_replicas(model, world, "after training")
 
-        result = FitResult(run.path, state.history, state.best_val_acc, model=evaluated)
+        best_val = state.best_val_acc if state.best_val_acc >= 0 else None
+        result = FitResult(run.path, state.history, best_val, model=evaluated)
         if world.is_main:
             best = load_checkpoint(run.best)
             evaluated.load_state_dict(best.weights)
@@ -242,7 +244,7 @@ def fit(
                             precision=precision, tta_flip=config.tta_flip)
             result.test = {
                 "accuracy": test.accuracy, "loss": test.loss, "images": test.count,
-                "best_epoch": state.best_epoch, "best_val_acc": state.best_val_acc,
+                "best_epoch": state.best_epoch, "best_val_acc": best_val,
                 "per_class": test.per_class(classes), "confusion": test.confusion.tolist(),
                 "epochs": state.epoch, "steps": state.step,
                 "train_seconds": sum(r["seconds"] for r in state.history),
@@ -251,8 +253,7 @@ def fit(
             _write(run.confusion, lambda: plot_confusion(
                 test.confusion, classes, run.confusion,
                 f"{config.model}: test accuracy {test.accuracy:.4f}"))
-            log.info("test accuracy %.4f (best epoch %d by validation accuracy %.4f)",
-                     test.accuracy, state.best_epoch, state.best_val_acc)
+            log.info("test accuracy %.4f (model of epoch %d)", test.accuracy, state.best_epoch)
         return result
     finally:
         run.unlock()
@@ -427,8 +428,8 @@ def _epoch_row(epoch, state: _State, val: EvalResult, seconds, world_size) -> di
         "step": state.step,
         "train_loss": loss_sum / max(n, 1),
         "train_acc": correct / max(n, 1),
-        "val_loss": val.loss,
-        "val_acc": val.accuracy,
+        "val_loss": val.loss if val.count else None,  # None: no validation split
+        "val_acc": val.accuracy if val.count else None,
         "lr": state.lr,
         "images_per_s": n * world_size / max(seconds, 1e-9),
         "seconds": seconds,
@@ -461,5 +462,6 @@ def _log_tensorboard(run: RunDir, row: dict[str, Any]) -> None:
     except ImportError:  # tensorboard is optional
         return
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
-        writer.add_scalar(key, row[key], row["step"])
+        if row[key] is not None:
+            writer.add_scalar(key, row[key], row["step"])
     writer.flush()

@@ -47,8 +47,9 @@ class Progress:
     def end_epoch(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        val = "-" if row["val_acc"] is None else f"{row['val_acc']:.4f}"
         line = (f"epoch {row['epoch']}/{self.epochs}  loss {row['train_loss']:.4f}  "
-                f"train acc {row['train_acc']:.4f}  val acc {row['val_acc']:.4f}  "
+                f"train acc {row['train_acc']:.4f}  val acc {val}  "
                 f"lr {row['lr']:.4g}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
         if self.live is not None:
             self.live.console.print(line)

@@ -110,7 +110,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     epochs = [row["epoch"] for row in history]
     ax.plot(epochs, [row["train_loss"] for row in history], label="train loss")
     ax.plot(epochs, [row["train_acc"] for row in history], "--", label="train acc")
-    ax.plot(epochs, [row["val_acc"] for row in history], "-.", label="val acc")
+    if any(row["val_acc"] is not None for row in history):
+        ax.plot(epochs, [row["val_acc"] for row in history], "-.", label="val acc")
     ax.set_xlabel("epoch")
     ax.set_title(title)
     ax.grid(alpha=0.3)
