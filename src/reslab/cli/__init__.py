@@ -20,13 +20,13 @@ Handler = Callable[[Namespace], int | None]
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, Handler]]:
-    from reslab.cli import data, models, train
+    from reslab.cli import data, experiments, models, train
 
     parser = ArgumentParser(prog="reslab", description="Residual networks: build, inspect, train.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debugging details.")
     subcommands = parser.add_subcommands(dest="command")
     handlers: dict[str, Handler] = {}
-    for module in (train, models, data):
+    for module in (train, models, data, experiments):
         handlers.update(module.register(subcommands))
     return parser, handlers
 

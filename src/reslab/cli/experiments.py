@@ -1,0 +1,92 @@
+"""`reslab experiment NAME` (a report folder per experiment) and `reslab grow CHECKPOINT`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ArgumentParser, Namespace
+
+from reslab.errors import ConfigError
+
+
+def register(subcommands) -> dict:
+    from reslab.experiments import EXPERIMENTS
+
+    experiment = ArgumentParser(
+        description="Run an experiment and write its report folder: results.json, figures "
+        "and report.md. Without NAME, list the experiments.")
+    experiment.add_argument("name", nargs="?", default=None,
+                            help=f"{', '.join(EXPERIMENTS)} (none: list them)")
+    experiment.add_argument("--quick", action="store_true",
+                            help="small subsets and short runs: minutes on 2 CPU cores")
+    experiment.add_argument("--out", default=None, metavar="DIR",
+                            help="report folder (default: runs/experiment-NAME-TIME)")
+    experiment.add_argument("--data-dir", default=None, help="look for Fashion-MNIST here first")
+    experiment.add_argument("--set", nargs="+", type=str, default=[], metavar="KEY=VALUE",
+                            help="change a setting, e.g. --set depths=[20,56,110] epochs=30 "
+                            "(values in JSON)")
+    subcommands.add_subcommand("experiment", experiment,
+                               help="reproduce a claim about residual networks, with a report")
+
+    grow = ArgumentParser(description="Deepen a trained ResNet: append identity-initialised "
+                          "residual units to a stage; the grown network computes the same "
+                          "function and keeps every weight.")
+    grow.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    grow.add_argument("--stage", type=int, required=True, help="stage to deepen, from 1")
+    grow.add_argument("--blocks", type=int, required=True, help="units to add")
+    grow.add_argument("--out", required=True, metavar="NEW_CHECKPOINT",
+                      help="where to write the grown checkpoint (.safetensors)")
+    grow.add_argument("--no-shortcut", action="store_true",
+                      help="add plain units, freshly initialised (plain networks only)")
+    subcommands.add_subcommand("grow", grow, help="add identity residual units to a checkpoint")
+    return {"experiment": run_experiment, "grow": run_grow}
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``["depths=[20,56]", "epochs=5"]`` -> ``{"depths": (20, 56), "epochs": 5}``."""
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=5")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string
+        settings[key.strip().replace("-", "_")] = tuple(value) if isinstance(value, list) \
+            else value
+    return settings
+
+
+def run_experiment(ns: Namespace) -> int:
+    from reslab.experiments import EXPERIMENTS, run
+
+    if ns.name is None:
+        width = max(map(len, EXPERIMENTS))
+        for name, module in EXPERIMENTS.items():
+            print(f"{name:<{width}}  {module.TITLE}")
+        return 0
+    settings = parse_settings(ns.set)
+    if ns.data_dir is not None:
+        settings["data_dir"] = ns.data_dir
+    out = Path(ns.out or Path("runs") / f"experiment-{ns.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    results = run(ns.name, out, quick=ns.quick, **settings)
+    print(results["table"])
+    print()
+    print(" ".join(results["findings"]))
+    print(f"\nreport: {out / 'report.md'} ({results['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def run_grow(ns: Namespace) -> int:
+    from reslab.experiments import grow_checkpoint
+
+    path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,
+                                  shortcut=not ns.no_shortcut)
+    kind = "plain" if ns.no_shortcut else "identity-initialised residual"
+    print(f"wrote {path}: {ns.blocks} {kind} unit(s) added to stage {ns.stage}; depths now "
+          f"{list(grown.spec.depths)} ({grown.spec.depth} layers)")
+    return 0

@@ -1,0 +1,130 @@
+"""What every experiment shares: settings with a quick variant, data, networks, the recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from reslab.data import Dataset, load_dataset
+from reslab.data.splits import ImageSplit
+from reslab.errors import ConfigError
+from reslab.models import ResNetSpec, get_spec
+from reslab.training import FitResult, TrainConfig, fit, preset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    """Fields every experiment has. Sizes cut each split to its first N images (None: all)."""
+
+    data_dir: str | None = None  # where Fashion-MNIST is looked for first
+    train_size: int | None = None
+    val_size: int | None = None  # of the 5,000 images held out of train for validation
+    test_size: int | None = None
+    seed: int = 0
+    quiet: bool = False  # no per-epoch progress from the training runs
+
+
+@dataclass
+class TrainingSettings(Settings):
+    """The recipe knobs of experiments that train through ``reslab.training.fit``."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.1
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def resolve_settings(cls: type[S], quick: bool, quick_values: dict[str, Any],
+                     overrides: dict[str, Any]) -> S:
+    """The full defaults, or the quick ones, with the caller's overrides on top."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name in overrides:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown experiment setting {name!r}{hint}; known: "
+                              f"{', '.join(sorted(known))}")
+    return cls(**((quick_values if quick else {}) | overrides))
+
+
+def prepare_out(out_dir: str | os.PathLike) -> Path:
+    """A fresh report folder: an earlier report is never mixed with a new one."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty: choose another --out, or delete it first")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def prepare_data(settings: Settings, data: Dataset | None) -> Dataset:
+    """Fashion-MNIST (or the data set given), each split cut to the sizes in ``settings``."""
+    if data is None:
+        data = load_dataset("fashion-mnist", settings.data_dir)
+    return dataclasses.replace(
+        data, train=_first(data.train, settings.train_size),
+        val=_first(data.val, settings.val_size), test=_first(data.test, settings.test_size))
+
+
+def _first(split: ImageSplit, n: int | None) -> ImageSplit:
+    if n is None or n >= len(split):
+        return split
+    if n < 1:
+        raise ConfigError(f"split sizes must be >= 1, got {n}")
+    return split.subset(torch.arange(n))
+
+
+def cifar_spec(depth: int, data: Dataset, *, plain: bool = False, width: int = 16,
+               **changes: Any) -> ResNetSpec:
+    """He et al. 2015's CIFAR network of ``depth`` = 6n + 2 layers, sized for ``data``:
+    three stages of n units of width w, 2w, 4w; option-A shortcuts, or none when ``plain``."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ConfigError(f"CIFAR-style depths are 6n + 2 (8, 14, 20, 32, 44, 56, 110...), "
+                          f"got {depth}")
+    n = (depth - 2) // 6
+    channels, side, _ = data.image_shape
+    return get_spec("resnet20").replace(
+        depths=(n, n, n), widths=(width, 2 * width, 4 * width), stem_width=width,
+        shortcut="none" if plain else "pad", in_channels=channels,
+        num_classes=len(data.classes), input_size=side, **changes)
+
+
+def net_name(depth: int, plain: bool) -> str:
+    return f"{'plain' if plain else 'resnet'}{depth}"
+
+
+def paper_recipe(settings: TrainingSettings, data: Dataset, **changes: Any) -> TrainConfig:
+    """He et al. 2015's CIFAR recipe (the ``paper-cifar`` preset: SGD 0.1, momentum 0.9,
+    weight decay 1e-4, pad-crop-flip) shortened to ``settings.epochs``, the learning rate
+    divided by 10 at 50% and 75% of the steps as the paper does at 32k and 48k of 64k."""
+    values = dict(data=data.name, epochs=settings.epochs, max_steps=None,
+                  batch_size=settings.batch_size, lr=settings.lr, val_size=None,
+                  crop_padding=min(2, data.image_shape[1] // 8), seed=settings.seed,
+                  quiet=settings.quiet) | changes
+    steps = values["epochs"] * max(len(data.train) // values["batch_size"], 1)
+    milestones = tuple(sorted({max(steps // 2, 1), max(steps * 3 // 4, 2)}))
+    return preset("paper-cifar", milestones=milestones, **values)
+
+
+def train_net(model: torch.nn.Module, data: Dataset, config: TrainConfig, run_dir: Path,
+              label: str) -> FitResult:
+    """Train through the normal engine; its run directory lands in the report folder."""
+    log.info("training %s (%d epochs of %d images)", label, config.epochs, len(data.train))
+    return fit(model, data, config.replace(model=label, out=str(run_dir)), run_dir=run_dir)
+
+
+def throughput(result: FitResult) -> float:
+    """Training images per second, over the whole run."""
+    seconds = sum(row["seconds"] for row in result.history)
+    images = sum(row["images_per_s"] * row["seconds"] for row in result.history)
+    return images / max(seconds, 1e-9)

@@ -1,0 +1,109 @@
+"""The report folder every experiment writes: results.json, PNG figures and report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from reslab.io import atomic_write_text
+from reslab.training.rundir import machine, save_figure, versions
+
+__all__ = ["count", "markdown_table", "mean_std", "new_figure", "noise", "percent",
+           "save_figure", "write_report"]
+
+
+def new_figure(panels: int = 1, *, size: tuple[float, float] | None = None, **options):
+    """An Agg figure (no pyplot state) and its axes: one axis, or an array of ``panels``.
+    ``options`` go to ``Figure.subplots`` (sharey=True...)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size or (5.5 * panels, 4), layout="constrained")
+    axes = figure.subplots(1, panels, **options)
+    return figure, axes
+
+
+def count(n: int, word: str) -> str:
+    """``count(1, "epoch")`` -> "1 epoch", ``count(3, "epoch")`` -> "3 epochs"."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def noise(rate: float, images: int) -> float:
+    """Rough 95% margin of the difference of two accuracies (or errors) near ``rate``, each
+    measured on ``images`` test images: 2 standard errors of a difference of proportions.
+    Two models on the same images are correlated, so this errs on the side of caution."""
+    return 2 * math.sqrt(2 * rate * (1 - rate) / max(images, 1))
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub table, its columns padded so it also reads well as plain text."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def write_report(
+    out: Path,
+    *,
+    name: str,
+    title: str,
+    description: str,
+    table: str,
+    findings: Sequence[str],
+    figures: dict[str, str],
+    results: dict[str, Any],
+    settings: Any,
+    quick: bool,
+    seconds: float,
+) -> dict[str, Any]:
+    """Write results.json and report.md; returns what results.json holds.
+
+    ``figures``: file name (already saved in ``out``) -> caption.
+    """
+    record = {
+        "experiment": name,
+        "title": title,
+        "quick": quick,
+        "settings": asdict(settings),
+        **results,
+        "table": table,
+        "findings": list(findings),
+        "figures": list(figures),
+        "seconds": seconds,
+        "versions": versions(),
+        "machine": machine(),
+    }
+    atomic_write_text(out / "results.json", json.dumps(record, indent=2, default=str) + "\n")
+    mode = "quick mode (small subsets, short runs: a smoke test, not a result)" if quick else \
+        "full mode"
+    parts = [
+        f"# {title}",
+        description,
+        table,
+        " ".join(findings),
+        *(f"![{Path(file).stem}]({file})\n\n*{caption}*" for file, caption in figures.items()),
+        f"Run in {mode} in {seconds / 60:.1f} min on {record['machine']['cpu']} "
+        f"({record['machine']['torch_threads']} threads); every number is in "
+        "[results.json](results.json), and each training run's directory is under `runs/`.",
+    ]
+    atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")
+    return record
