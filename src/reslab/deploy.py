@@ -29,7 +29,8 @@ def evaluate_checkpoint(
     model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
     config = meta.get("config", {})
     dataset = load_dataset(data or meta.get("data") or "fashion-mnist", data_dir,
-                           val_size=config.get("val_size"), seed=config.get("seed", 0))
+                           val_size=config.get("val_size"), seed=config.get("seed", 0),
+                           image_size=config.get("image_size"), channels=config.get("channels"))
     if list(dataset.classes) != meta["classes"]:
         raise ConfigError(f"the checkpoint was trained on classes {meta['classes'][:4]}..., "
                           f"but {dataset.name} has {list(dataset.classes)[:4]}...")

@@ -8,7 +8,8 @@ import json
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from reslab.training.config import PRESETS, TrainConfig
+from reslab.errors import UnknownNameError
+from reslab.training.config import PRESETS, TrainConfig, preset
 
 
 class _PresetAction(argparse.Action):
@@ -17,7 +18,10 @@ class _PresetAction(argparse.Action):
 
     def __call__(self, parser, namespace, value, option_string=None):
         if value not in PRESETS:
-            parser.error(f"unknown preset {value!r}: choose one of {', '.join(PRESETS)}")
+            try:
+                preset(value)
+            except UnknownNameError as error:  # one line, like every other reslab error
+                parser.exit(2, f"reslab: error: {error}\n")
         for key, field_value in PRESETS[value].items():
             namespace[key] = list(field_value) if isinstance(field_value, tuple) else field_value
         namespace[self.dest] = value
@@ -76,8 +80,12 @@ def run_train(ns: Namespace) -> int:
         result = train(resume=ns.resume, quiet=ns.quiet)
     else:
         values = {f.name: ns[f.name] for f in dataclasses.fields(TrainConfig)}
+        if ns.preset and values["warmup_lr"] is None:  # a preset's own rules, as preset() has
+            values["warmup_lr"] = preset(ns.preset, model=values["model"]).warmup_lr
         result = train(TrainConfig(**values))
     test = result.test
+    if not test:  # torchrun: ranks other than 0 neither evaluate nor report
+        return 0
     chosen = ("the last epoch, no validation split" if test["best_val_acc"] is None
               else f"chosen by validation accuracy {test['best_val_acc']:.4f}")
     print(f"test accuracy {test['accuracy']:.4f} on {test['images']:,} images "

@@ -209,7 +209,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-    except (SafetensorError, OSError) as error:
+    except (SafetensorError, OSError, RuntimeError) as error:  # RuntimeError: truncated file
         raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
     try:
         return json.loads(header.get(METADATA_KEY, "{}"))

@@ -57,6 +57,15 @@ def teardown(world: Dist) -> None:
         dist.destroy_process_group()
 
 
+def broadcast_buffers(modules: list[torch.nn.Module], world: Dist) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics) of these modules."""
+    if not world.enabled:
+        return
+    for module in dict.fromkeys(modules):  # the same module once
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def replicas_agree(model: torch.nn.Module, world: Dist) -> bool:
     """Whether every rank holds bitwise the same parameters and buffers (checked by
     gathering each rank's exact bytes hash)."""

@@ -161,6 +161,8 @@ def fit(
         if resume:
             _restore(run, model, optimizer, scheduler, ema, state)
             log.info("resumed %s at epoch %d, step %d", run.path, state.epoch, state.step)
+            if world.is_main:  # a crash after the checkpoint may have left the metrics behind
+                _write(run.metrics, lambda: run.write_metrics(state.history))
         elif world.is_main:
             if run.last.exists():
                 raise ConfigError(f"{run.path} already holds a run: resume it with --resume "
@@ -211,6 +213,9 @@ def fit(
                     checkpoint_last()
                 if state.step >= total_steps:
                     break
+            # DDP syncs BN statistics from rank 0 before each forward, so after the last step
+            # each rank holds its own: take rank 0's (the ones saved) everywhere
+            distributed.broadcast_buffers([model, evaluated], world)
             elapsed = time.perf_counter() - started
             val = evaluate(evaluated, val_loader, len(classes), device=device,
                            precision=precision, tta_flip=config.tta_flip)

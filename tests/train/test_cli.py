@@ -1,0 +1,193 @@
+"""`reslab train / eval / predict / export` in-process, from the arguments to what they print."""
+
+import contextlib
+import io
+import json
+import re
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from PIL import Image
+
+from reslab.cli import main
+from reslab.training import TrainConfig
+from reslab.training.checkpoint import model_from_checkpoint
+
+FIT = sys.modules["reslab.training.fit"]  # reslab.training.fit is also the name of a function
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, image_folder):
+    """One tiny `reslab train` run: (run directory, what it printed)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["train", "--model", "resnet14", "--data", f"folder:{image_folder}",
+                     "--image-size", "16", "--channels", "1", "--epochs", "2",
+                     "--train-subset", "96", "--batch-size", "32", "--val-size", "40",
+                     "--precision", "fp32", "--quiet", "true", "--out", str(out)])
+    assert code == 0, stderr.getvalue()
+    return out, stdout.getvalue()
+
+
+def test_train_prints_the_test_accuracy_and_the_run_directory(trained):
+    run, printed = trained
+    results = json.loads((run / "results.json").read_text())
+    match = re.search(r"test accuracy (\d\.\d{4}) on 60 images \(model of epoch (\d), "
+                      r"chosen by validation accuracy (\d\.\d{4})\)", printed)
+    assert match, printed
+    assert float(match[1]) == round(results["accuracy"], 4)
+    assert int(match[2]) == results["best_epoch"]
+    assert float(match[3]) == round(results["best_val_acc"], 4)
+    assert f"run directory: {run}" in printed
+    assert (run / "checkpoints" / "best.safetensors").exists()
+
+
+def test_eval_json_gives_the_accuracy_of_results_json(trained, capsys):
+    run, _ = trained
+    results = json.loads((run / "results.json").read_text())
+    assert main(["eval", str(run), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["images"] == results["images"] == 60
+    assert evaluated["accuracy"] == results["accuracy"]
+    assert evaluated["confusion"] == results["confusion"]
+    assert evaluated["loss"] == pytest.approx(results["loss"], rel=1e-5)
+    # the validation split is the one training held out (val_size 40 of the 300 images)
+    assert main(["eval", str(run), "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 40
+
+
+def test_predict_gives_top_k_classes_and_an_error_line_per_bad_image(trained, image_folder,
+                                                                    tmp_path, capsys):
+    run, _ = trained
+    checkpoint = run / "checkpoints" / "best.safetensors"
+    good = sorted((image_folder / "test" / "class3").iterdir())[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["predict", str(checkpoint), str(good), str(bad), "--top-k", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    match = re.fullmatch(rf"{re.escape(str(good))}: (\w+) (\d\.\d{{3}}), (\w+) (\d\.\d{{3}})",
+                         lines[0])
+    assert match, lines[0]
+    assert lines[1].startswith(f"{bad}: error: ") and "unreadable image" in lines[1]
+    # the probabilities are the model's, worked out here from the PNG independently
+    model, meta = model_from_checkpoint(checkpoint)
+    pixels = torch.from_numpy(np.array(Image.open(good).convert("L"), dtype=np.float32))
+    x = ((pixels / 255 - meta["mean"][0]) / meta["std"][0]).view(1, 1, 16, 16)
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+        if meta["tta_flip"]:
+            probs = (probs + model(x.flip(3)).softmax(1)) / 2
+    top = probs[0].topk(2)
+    assert [match[1], match[3]] == [meta["classes"][i] for i in top.indices]
+    assert float(match[2]) == pytest.approx(float(top.values[0]), abs=6e-4)
+    assert float(match[4]) == pytest.approx(float(top.values[1]), abs=6e-4)
+    assert float(match[2]) >= float(match[4])
+
+
+def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, capsys):
+    run, _ = trained
+    checkpoint = run / "checkpoints" / "best.safetensors"
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path)]) == 0
+    printed = capsys.readouterr().out
+    match = re.search(r"max abs difference (\S+)$", printed.strip())
+    assert match and float(match[1]) < 1e-4, printed
+    assert f"wrote {onnx_path}" in printed
+    assert not list(tmp_path.glob(".*.part"))
+    # checked here too, on another input and another batch size (the batch axis is dynamic)
+    model, _ = model_from_checkpoint(checkpoint)
+    x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert got.shape == (5, 10)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("reslab: error: ")
+    return captured.err
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--epochs", "-1"], "epochs must be a positive integer, got -1"),
+    (["--lr", "0"], "lr must be a positive number, got 0"),
+    (["--batch-size", "100000"], "batch_size 100000 is larger than the 260 training images"),
+    (["--model", "resnet5"], "unknown model 'resnet5'; closest: resnet56"),
+])
+def test_bad_values_exit_1_with_one_line(option, expected, image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", f"folder:{image_folder}", "--image-size", "16",
+                 "--channels", "1", "--val-size", "40", "--quiet", "true", "--out", str(out),
+                 *option])
+    assert code == 1
+    assert expected in _one_line_error(capsys)
+    assert not out.exists()  # refused before any file was written
+
+
+def test_an_unknown_preset_exits_2_with_one_line_and_the_closest_name(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--preset", "d2", "--epochs", "1"])
+    assert stopped.value.code == 2
+    err = _one_line_error(capsys)
+    assert "unknown preset 'd2'" in err and "fast, d2l, paper-cifar" in err
+    assert "closest: d2l" in err
+
+
+@pytest.mark.parametrize("option", [["--epochs", "abc"], ["--lr", "fast"], ["--bogus", "1"],
+                                    ["--optimizer", "rmsprop"]])
+def test_values_of_the_wrong_type_exit_2_from_the_parser(option, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", *option])
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "error:" in captured.err
+    assert option[0].lstrip("-").replace("-", "_") in captured.err.replace("-", "_")
+
+
+def _config_the_cli_trains_with(monkeypatch, argv) -> TrainConfig:
+    seen = []
+
+    def fake_train(config=None, **kwargs):
+        seen.append(config)
+        return FIT.FitResult(run_dir=None, history=[], best_val_acc=None)  # test {}: no report
+
+    monkeypatch.setattr(FIT, "train", fake_train)
+    assert main(["train", *argv]) == 0
+    (config,) = seen
+    return config
+
+
+def test_the_preset_is_applied_where_it_stands_on_the_command_line(monkeypatch):
+    later = _config_the_cli_trains_with(monkeypatch, ["--preset", "d2l", "--epochs", "2"])
+    assert (later.model, later.epochs, later.lr, later.resize) == ("d2l_resnet18", 2, 0.05, 96)
+    earlier = _config_the_cli_trains_with(monkeypatch, ["--epochs", "2", "--preset", "d2l"])
+    assert earlier.epochs == 10  # the preset, given after, wins
+    default = _config_the_cli_trains_with(monkeypatch, [])
+    assert default == TrainConfig()  # no preset: the `fast` defaults
+
+
+def test_the_cli_and_preset_agree_on_the_resnet110_warmup(monkeypatch):
+    from reslab.training import preset
+
+    for argv in (["--preset", "paper-cifar", "--model", "resnet110"],
+                 ["--model", "resnet110", "--preset", "paper-cifar"]):
+        config = _config_the_cli_trains_with(monkeypatch, argv)
+        # --preset paper-cifar given last sets model back to resnet20: no warm-up then
+        assert config.warmup_lr == preset("paper-cifar", model=config.model).warmup_lr
+    config = _config_the_cli_trains_with(monkeypatch, ["--preset", "paper-cifar", "--model",
+                                                       "resnet110"])
+    assert config == preset("paper-cifar", model="resnet110")
+    assert config.warmup_lr == 0.01
+    explicit = _config_the_cli_trains_with(monkeypatch, ["--preset", "paper-cifar", "--model",
+                                                         "resnet110", "--warmup-lr", "0.02"])
+    assert explicit.warmup_lr == 0.02
