@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Iterator
@@ -48,17 +46,10 @@ def measure(loader: BatchLoader, windows: int, batches: int) -> list[float]:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads_used": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
+    from reslab.training.rundir import machine as describe
+    from reslab.training.rundir import versions
+
+    return describe() | versions()
 
 
 def main(argv: list[str] | None = None) -> dict:
