@@ -49,3 +49,16 @@ class ConfigError(ReslabError, ValueError):
 
 class TrainingError(ReslabError):
     """A run that cannot go on: the loss diverged, or its directory cannot be written."""
+
+
+def check_fields(cls, names, error: type[ReslabError], label: str) -> None:
+    """Refuse any of ``names`` that is not a field of dataclass ``cls``, naming the closest."""
+    import dataclasses
+    import difflib
+
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise error(f"{label} {name!r}{hint}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import torch
 
 from reslab.data import Dataset, load_dataset
 from reslab.data.splits import ImageSplit
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, check_fields
 from reslab.models import ResNetSpec, get_spec
 from reslab.training import FitResult, TrainConfig, fit, preset
 
@@ -48,13 +47,7 @@ S = TypeVar("S", bound=Settings)
 def resolve_settings(cls: type[S], quick: bool, quick_values: dict[str, Any],
                      overrides: dict[str, Any]) -> S:
     """The full defaults, or the quick ones, with the caller's overrides on top."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    for name in overrides:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"unknown experiment setting {name!r}{hint}; known: "
-                              f"{', '.join(sorted(known))}")
+    check_fields(cls, overrides, ConfigError, "unknown experiment setting")
     return cls(**((quick_values if quick else {}) | overrides))
 
 

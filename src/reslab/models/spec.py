@@ -8,12 +8,11 @@ builder (``reslab.models.build``) turns any valid spec into an ``nn.Module``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reslab.errors import SpecError
+from reslab.errors import SpecError, check_fields
 
 
 class Block(StrEnum):
@@ -165,12 +164,7 @@ class ResNetSpec:
 
     def replace(self, **changes: Any) -> ResNetSpec:
         """A copy with some fields changed; unknown field names are refused with a suggestion."""
-        known = {f.name for f in dataclasses.fields(self)}
-        for name in changes:
-            if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise SpecError(f"ResNetSpec has no field {name!r}{hint}")
+        check_fields(ResNetSpec, changes, SpecError, "ResNetSpec has no field")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

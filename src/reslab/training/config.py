@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reslab.errors import ConfigError, UnknownNameError
+from reslab.errors import ConfigError, UnknownNameError, check_fields
 
 
 @dataclass
@@ -111,12 +111,7 @@ class TrainConfig:
             raise ConfigError("nesterov needs SGD with momentum > 0; add --nesterov false")
 
     def replace(self, **changes: Any) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(self)}
-        for name in changes:
-            if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ConfigError(f"unknown training option {name!r}{hint}")
+        check_fields(TrainConfig, changes, ConfigError, "unknown training option")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
