@@ -75,6 +75,9 @@ def predict_files(
     return results
 
 
+MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
+
+
 def export_onnx(
     checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17
 ) -> dict[str, Any]:
@@ -82,6 +85,9 @@ def export_onnx(
     onnxruntime on random input. Returns the path and the max abs difference."""
     import onnxruntime
 
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (what "
+                          f"torch.onnx's TorchScript exporter writes), got {opset!r}")
     model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
     channels, height, width = meta["input_size"]
     example = torch.randn(2, channels, height, width)

@@ -110,50 +110,6 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, cap
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
-def _one_line_error(capsys) -> str:
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err and "Traceback" not in captured.out
-    assert captured.err.count("\n") == 1, captured.err
-    assert captured.err.startswith("reslab: error: ")
-    return captured.err
-
-
-@pytest.mark.parametrize(("option", "expected"), [
-    (["--epochs", "-1"], "epochs must be a positive integer, got -1"),
-    (["--lr", "0"], "lr must be a positive number, got 0"),
-    (["--batch-size", "100000"], "batch_size 100000 is larger than the 260 training images"),
-    (["--model", "resnet5"], "unknown model 'resnet5'; closest: resnet56"),
-])
-def test_bad_values_exit_1_with_one_line(option, expected, image_folder, tmp_path, capsys):
-    out = tmp_path / "run"
-    code = main(["train", "--data", f"folder:{image_folder}", "--image-size", "16",
-                 "--channels", "1", "--val-size", "40", "--quiet", "true", "--out", str(out),
-                 *option])
-    assert code == 1
-    assert expected in _one_line_error(capsys)
-    assert not out.exists()  # refused before any file was written
-
-
-def test_an_unknown_preset_exits_2_with_one_line_and_the_closest_name(capsys):
-    with pytest.raises(SystemExit) as stopped:
-        main(["train", "--preset", "d2", "--epochs", "1"])
-    assert stopped.value.code == 2
-    err = _one_line_error(capsys)
-    assert "unknown preset 'd2'" in err and "fast, d2l, paper-cifar" in err
-    assert "closest: d2l" in err
-
-
-@pytest.mark.parametrize("option", [["--epochs", "abc"], ["--lr", "fast"], ["--bogus", "1"],
-                                    ["--optimizer", "rmsprop"]])
-def test_values_of_the_wrong_type_exit_2_from_the_parser(option, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        main(["train", *option])
-    assert stopped.value.code == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err and "error:" in captured.err
-    assert option[0].lstrip("-").replace("-", "_") in captured.err.replace("-", "_")
-
-
 def _config_the_cli_trains_with(monkeypatch, argv) -> TrainConfig:
     seen = []
 

@@ -12,17 +12,18 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 
+from reslab.cli.parser import Parser
 from reslab.errors import ReslabError
 
 Handler = Callable[[Namespace], int | None]
 
 
-def build_parser() -> tuple[ArgumentParser, dict[str, Handler]]:
+def build_parser() -> tuple[Parser, dict[str, Handler]]:
     from reslab.cli import data, experiments, models, train
 
-    parser = ArgumentParser(prog="reslab", description="Residual networks: build, inspect, train.")
+    parser = Parser(prog="reslab", description="Residual networks: build, inspect, train.")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debugging details.")
     subcommands = parser.add_subcommands(dest="command")
     handlers: dict[str, Handler] = {}

@@ -10,25 +10,26 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 
+from reslab.cli.parser import Parser
 from reslab.data import AugmentConfig, Dataset, ProgressCallback, load_dataset
 from reslab.errors import ConfigError, DataError
 from reslab.io import atomic_output
 
 
 def register(subcommands) -> dict:
-    data_parser = ArgumentParser(description="Inspect a data set.")
+    data_parser = Parser(description="Inspect a data set.")
     subcommands.add_subcommand("data", data_parser, help="Inspect a data set: where it was "
                                "found, its splits and classes, sample images.")
     actions = data_parser.add_subcommands(dest="action")
 
-    info = ArgumentParser(description="Where a data set was found, its splits, classes, "
+    info = Parser(description="Where a data set was found, its splits, classes, "
                           "mean/std and checksum status.")
     _add_dataset_arguments(info)
     actions.add_subcommand("info", info, help="Describe a data set.")
 
-    show = ArgumentParser(description="Save a labelled grid of sample images as a PNG.")
+    show = Parser(description="Save a labelled grid of sample images as a PNG.")
     _add_dataset_arguments(show)
     show.add_argument("--out", type=str, required=True, help="The PNG file to write.")
     show.add_argument("--split", type=Literal["train", "val", "test"], default="train",
@@ -42,7 +43,7 @@ def register(subcommands) -> dict:
     return {"data": run}
 
 
-def _add_dataset_arguments(parser: ArgumentParser) -> None:
+def _add_dataset_arguments(parser: Parser) -> None:
     parser.add_argument("name", type=str, help="fashion-mnist, mnist, cifar10, cifar100, or an "
                         "image folder (a path or folder:PATH).")
     parser.add_argument("--data-dir", type=str | None, default=None,

@@ -7,15 +7,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 
+from reslab.cli.parser import Parser
 from reslab.errors import ConfigError
 
 
 def register(subcommands) -> dict:
     from reslab.experiments import EXPERIMENTS
 
-    experiment = ArgumentParser(
+    experiment = Parser(
         description="Run an experiment and write its report folder: results.json, figures "
         "and report.md. Without NAME, list the experiments.")
     experiment.add_argument("name", nargs="?", default=None,
@@ -31,7 +32,7 @@ def register(subcommands) -> dict:
     subcommands.add_subcommand("experiment", experiment,
                                help="reproduce a claim about residual networks, with a report")
 
-    grow = ArgumentParser(description="Deepen a trained ResNet: append identity-initialised "
+    grow = Parser(description="Deepen a trained ResNet: append identity-initialised "
                           "residual units to a stage; the grown network computes the same "
                           "function and keeps every weight.")
     grow.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")

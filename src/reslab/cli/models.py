@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from jsonargparse import ArgumentParser, Namespace
+from jsonargparse import Namespace
 
+from reslab.cli.parser import Parser
 from reslab.errors import ConfigError, UnknownNameError
 from reslab.inspect import (
     CONVENTION,
@@ -20,7 +21,7 @@ from reslab.models import list_models
 
 
 def register(subcommands) -> dict:
-    parser = ArgumentParser(description="Output shape, parameters, MACs and FLOPs of the stem, "
+    parser = Parser(description="Output shape, parameters, MACs and FLOPs of the stem, "
                             "each stage and the head of a zoo model.")
     parser.add_argument("name", nargs="?", default=None, help="A zoo model (`reslab models`).")
     parser.add_argument("--input", type=str | None, default=None,
@@ -31,7 +32,7 @@ def register(subcommands) -> dict:
                         help="Models to set side by side with NAME (NAME may be left out).")
     subcommands.add_subcommand("summary", parser, help="Shapes, parameters and MACs per stage.")
 
-    models = ArgumentParser(description="The zoo: block, depth, parameters and MACs of each "
+    models = Parser(description="The zoo: block, depth, parameters and MACs of each "
                             "model at its natural input size.")
     models.add_argument("pattern", nargs="?", default="*", help="Shell-style filter, e.g. 'res*'.")
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")

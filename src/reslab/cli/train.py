@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import json
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, Namespace
 
+from reslab.cli.parser import Parser
 from reslab.errors import UnknownNameError
 from reslab.training.config import PRESETS, TrainConfig, preset
 
@@ -27,7 +28,7 @@ class _PresetAction(argparse.Action):
         namespace[self.dest] = value
 
 
-def _dashed_aliases(parser: ArgumentParser) -> None:
+def _dashed_aliases(parser: Parser) -> None:
     # dataclass fields are snake_case; the CLI spells them --batch-size (both are accepted)
     for action in parser._actions:
         for option in list(action.option_strings):
@@ -38,7 +39,7 @@ def _dashed_aliases(parser: ArgumentParser) -> None:
 
 
 def register(subcommands) -> dict:
-    train = ArgumentParser(description="Train a model. Defaults: the `fast` preset.")
+    train = Parser(description="Train a model. Defaults: the `fast` preset.")
     subcommands.add_subcommand("train", train, help="train a model (default: fast preset)")
     train.add_argument("--config", action=ActionConfigFile, help="a YAML/JSON config file")
     train.add_argument("--preset", action=_PresetAction, default=None,
@@ -48,7 +49,7 @@ def register(subcommands) -> dict:
     train.add_class_arguments(TrainConfig, as_group=False)
     _dashed_aliases(train)
 
-    evaluate = ArgumentParser(description="Evaluate a checkpoint or run directory.")
+    evaluate = Parser(description="Evaluate a checkpoint or run directory.")
     subcommands.add_subcommand("eval", evaluate, help="accuracy, per-class accuracy, confusion")
     evaluate.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
     evaluate.add_argument("--data", default=None, help="data set (default: the one trained on)")
@@ -58,14 +59,14 @@ def register(subcommands) -> dict:
                           help="also write the confusion matrix here")
     evaluate.add_argument("--json", action="store_true")
 
-    predict = ArgumentParser(description="Top-k classes of image files.")
+    predict = Parser(description="Top-k classes of image files.")
     subcommands.add_subcommand("predict", predict, help="classify image files")
     predict.add_argument("checkpoint")
     predict.add_argument("images", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
 
-    export = ArgumentParser(description="Export to ONNX, verified with onnxruntime.")
+    export = Parser(description="Export to ONNX, verified with onnxruntime.")
     subcommands.add_subcommand("export", export, help="export a checkpoint to ONNX")
     export.add_argument("checkpoint")
     export.add_argument("--onnx", required=True, metavar="OUT")

@@ -183,6 +183,7 @@ def fit(
 
         def checkpoint_last() -> None:
             if world.is_main:
+                _check_finite(model, state, config)
                 _write(run.last, lambda: save_checkpoint(
                     run.last, model.state_dict(), meta | _progress_meta(state, config),
                     _train_state(optimizer, scheduler, ema, state)))
@@ -224,6 +225,7 @@ def fit(
             state.epoch, state.batch, state.sums = epoch + 1, 0, [0.0, 0.0, 0.0]
             progress.end_epoch(row)
             if world.is_main:
+                _check_finite(model, state, config)
                 # without a validation split the latest model is the one reported (as D2L does)
                 if val.count == 0 or val.accuracy > state.best_val_acc:
                     state.best_val_acc = val.accuracy if val.count else -1.0
@@ -271,11 +273,7 @@ def _step(net, x, y, criterion, optimizer, scheduler, scaler, config, state, dev
         loss = criterion(logits, y)
     loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
-        raise TrainingError(
-            f"the loss became {loss_value} at step {state.step + 1} (epoch {state.epoch + 1}): "
-            f"training diverged; lower the learning rate (--lr, now {config.lr}). "
-            "The last good checkpoint is kept"
-        )
+        raise _diverged("loss", loss_value, state.step + 1, state, config)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -448,6 +446,23 @@ def _check_replicas(model: nn.Module, world: distributed.Dist, when: str) -> Non
         raise TrainingError(f"the {world.world_size} processes hold different weights {when}")
     if world.is_main:
         log.info("weights identical on all %d ranks %s", world.world_size, when)
+
+
+def _diverged(what: str, value: float, step: int, state: _State, config) -> TrainingError:
+    return TrainingError(
+        f"the {what} became {value} at step {step} (epoch {state.epoch + 1}): training "
+        f"diverged; lower the learning rate (--lr, now {config.lr}). The last good checkpoint "
+        "is kept"
+    )
+
+
+def _check_finite(model: nn.Module, state: _State, config: TrainConfig) -> None:
+    """Refuse to checkpoint weights an optimizer step has made non-finite: the loss only
+    shows it one step later, and the checkpoint on disk must stay the last good one."""
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = tensor[~torch.isfinite(tensor)][0].item()
+            raise _diverged("weights", bad, state.step, state, config)
 
 
 def _write(path: Path, write) -> None:

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import platform
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,15 @@ class RunDir:
                 f"run directory {self.path} is in use by another reslab process; "
                 "wait for it, or choose another --out"
             ) from None
+        self._remove_partial_files()
         return self
+
+    def _remove_partial_files(self) -> None:
+        # A process killed while writing leaves its temporary file (.NAME.XXXX.part, see
+        # reslab.io); the finished files are intact, and with the lock held no writer is live.
+        for partial in [*self.path.glob(".*.part"), *self.checkpoints.glob(".*.part")]:
+            with suppress(OSError):
+                partial.unlink()
 
     def unlock(self) -> None:
         if self._tensorboard is not None:

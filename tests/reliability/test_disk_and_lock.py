@@ -1,4 +1,5 @@
-"""A failed checkpoint write keeps the last good one; a run directory belongs to one run."""
+"""A full or read-only disk stops a run with its last good checkpoint kept; a failed write
+leaves no half file; a run directory belongs to one run."""
 
 import errno
 import os
@@ -131,6 +132,63 @@ def test_a_read_only_checkpoint_folder_stops_the_run_with_a_clear_error(tmp_path
     assert not [p for p in checkpoints.iterdir() if p.name.endswith(".part")]
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MiB tmpfs, so that a full disk is the kernel's ENOSPC (mounting needs root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Another program takes every free byte of the disk."""
+    filler = disk / "filler"
+    with open(filler, "wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * 65536)
+                file.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_stops_the_run_and_resume_finishes_it_once_there_is_room(
+        small_disk, tiny_data, monkeypatch):
+    run_dir = small_disk / "run"
+    checkpoints = run_dir / "checkpoints"
+    log_tensorboard, seen = FIT._log_tensorboard, {}
+
+    def after_the_first_epoch(run, row):  # the last thing fit does at the end of an epoch
+        log_tensorboard(run, row)
+        if not seen:
+            seen["last"] = (checkpoints / "last.safetensors").read_bytes()
+            seen["filler"] = _fill(small_disk)
+
+    monkeypatch.setattr(FIT, "_log_tensorboard", after_the_first_epoch)
+    with pytest.raises(TrainingError) as failure:
+        fit(reslab.build(TINY), tiny_data, config(small_disk, out=str(run_dir),
+                                                   checkpoint_every=4))
+    message = str(failure.value)
+    assert "No space left on device" in message and "free space" in message, message
+    assert "--resume" in message and "\n" not in message
+    last = checkpoints / "last.safetensors"
+    assert last.read_bytes() == seen["last"]  # epoch 1's checkpoint, untouched
+    assert load_checkpoint(last).metadata["epoch"] == 1
+    assert not [p for p in checkpoints.iterdir() if p.name.endswith(".part")]
+    # room again: --resume goes on from epoch 1's checkpoint to the end
+    seen["filler"].unlink()
+    monkeypatch.undo()
+    result = fit(reslab.build(TINY), tiny_data, config(small_disk, out=str(run_dir)),
+                 run_dir=run_dir, resume=True)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    assert read_metadata(last)["step"] == 16
+
+
 @pytest.mark.slow
 def test_a_second_run_into_a_busy_directory_is_refused(tmp_path, image_folder, capsys):
     out, go = tmp_path / "run", tmp_path / "go"
@@ -138,7 +196,8 @@ def test_a_second_run_into_a_busy_directory_is_refused(tmp_path, image_folder, c
             "--image-size", "16", "--channels", "1", "--epochs", "1", "--train-subset", "64",
             "--batch-size", "32", "--val-size", "40", "--checkpoint-every", "1",
             "--quiet", "true", "--out", str(out)]
-    env = os.environ | {"RESLAB_PAUSE_AT": "1,0", "RESLAB_GO": str(go), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {"RESLAB_PAUSE": "after-checkpoint:1,0", "RESLAB_GO": str(go),
+                        "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, PAUSING_CLI, *args], env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

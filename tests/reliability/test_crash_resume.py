@@ -1,7 +1,8 @@
 """A run SIGKILLed at any point and resumed ends bitwise where an uninterrupted run ends.
 
 Every run is the real CLI in a subprocess (``pausing_cli.py`` is ``reslab`` that can wait at an
-exact checkpoint). The reference and the interrupted runs go side by side, one thread each.
+exact point: mid-checkpoint-write, in evaluation...). The reference and the interrupted runs go
+side by side, one thread each.
 """
 
 import json
@@ -35,31 +36,38 @@ def train_args(image_folder, out) -> list[str]:
             "--quiet", "true", "--out", str(out)]
 
 
-def start(args, pause_at=None) -> subprocess.Popen:
+def start(args, pause=None, paused=None) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    if pause_at is not None:
-        env["RESLAB_PAUSE_AT"] = "{},{}".format(*pause_at)
+    if pause is not None:
+        env |= {"RESLAB_PAUSE": pause, "RESLAB_PAUSED": str(paused)}
     return subprocess.Popen([sys.executable, PAUSING_CLI, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for_checkpoint(process, last: Path, reached, timeout=240.0) -> dict:
-    """Poll last.safetensors' metadata until ``reached(metadata)``; return that metadata."""
+def wait_until(process, arrived, timeout=240.0):
+    """Poll ``arrived()`` until it returns something true; fail if the run ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if found := arrived():
+            return found
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended (rc {process.returncode}) before the kill point:\n{err}")
+        time.sleep(0.02)
+    pytest.fail(f"the run did not reach the kill point within {timeout} s")
+
+
+def checkpoint_at_step(last: Path, step: int):
+    def arrived():
         try:
             meta = read_metadata(last)
         # not written yet; or replaced by the next checkpoint while safe_open read it (it opens
         # the file twice: header, then size, so a rename in between reads as a size mismatch)
         except (WeightsError, RuntimeError):
-            meta = None
-        if meta is not None and reached(meta):
-            return meta
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"the run ended (rc {process.returncode}) before the kill point:\n{err}")
-        time.sleep(0.02)
-    pytest.fail(f"no checkpoint reached the kill point within {timeout} s")
+            return None
+        return meta["step"] >= step
+
+    return arrived
 
 
 def finish(process, name, timeout=300) -> tuple[str, str]:
@@ -77,27 +85,32 @@ def metrics(run: Path) -> list[dict]:
 def test_sigkill_then_resume_ends_bitwise_where_an_uninterrupted_run_ends(tmp_path, image_folder):
     reference_dir = tmp_path / "reference"
     reference = start(train_args(image_folder, reference_dir))
-    # (name, pause point (step, epochs completed) or None to kill on the fly, kill condition)
+    # name -> the pause point (see pausing_cli.py), or None to kill while training runs on
     kill_points = {
-        # killed while training runs on, as soon as a checkpoint at step >= 2 is there
-        "mid-epoch": (None, lambda m: m["step"] >= 2),
-        # right after the checkpoint that closes epoch 1 (after validation)
-        "epoch boundary": ((STEPS_PER_EPOCH, 1), lambda m: m["epoch"] == 1),
+        "mid-epoch": None,  # as soon as a checkpoint at step >= 2 is there
+        # half of the checkpoint that closes epoch 1 written (after validation, after best)
+        "during a checkpoint write": f"mid-checkpoint:{STEPS_PER_EPOCH},1",
+        "during evaluation": "evaluation:2",  # validating epoch 2, after its last step
         # after the last epoch's checkpoint, before metrics.jsonl and results.json are written
-        "after the last epoch": ((TOTAL, EPOCHS), lambda m: m["epoch"] == EPOCHS),
+        "after the last epoch": f"after-checkpoint:{TOTAL},{EPOCHS}",
     }
-    runs, killed_at = {}, {}
+    runs, killed_at, partial = {}, {}, {}
     try:
-        for name, (pause_at, _) in kill_points.items():
+        for name, pause in kill_points.items():
             out = tmp_path / name.replace(" ", "-")
-            runs[name] = (out, start(train_args(image_folder, out), pause_at))
+            paused = out.with_suffix(".paused")  # pausing_cli.py creates it when it waits
+            runs[name] = (out, start(train_args(image_folder, out), pause, paused))
         for name, (out, process) in runs.items():
             last = out / "checkpoints" / "last.safetensors"
-            wait_for_checkpoint(process, last, kill_points[name][1])
+            if kill_points[name] is None:
+                wait_until(process, checkpoint_at_step(last, 2))
+            else:
+                wait_until(process, out.with_suffix(".paused").exists)
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=60)
             assert process.returncode == -signal.SIGKILL
             killed_at[name] = read_metadata(last)  # what the killed run left behind
+            partial[name] = [p.stat().st_size for p in last.parent.glob(".*.part")]
         resumed = {name: subprocess.Popen(
             [sys.executable, "-m", "reslab", "train", "--resume", str(out)],
             env=os.environ | {"OMP_NUM_THREADS": "1"}, text=True,
@@ -113,7 +126,15 @@ def test_sigkill_then_resume_ends_bitwise_where_an_uninterrupted_run_ends(tmp_pa
     # the kill points are where they were meant to be
     assert 2 <= killed_at["mid-epoch"]["step"] < STEPS_PER_EPOCH  # inside epoch 1
     assert killed_at["mid-epoch"]["epoch"] == 0
-    assert (killed_at["epoch boundary"]["step"], killed_at["epoch boundary"]["epoch"]) == (4, 1)
+    # the interrupted write left half a temporary file; last.safetensors is the one before it
+    # (step 4's in-epoch checkpoint: the epoch's last step, before validation)
+    assert len(partial["during a checkpoint write"]) == 1
+    assert partial["during a checkpoint write"][0] > 1000
+    assert (killed_at["during a checkpoint write"]["step"],
+            killed_at["during a checkpoint write"]["epoch"]) == (STEPS_PER_EPOCH, 0)
+    # the last step's checkpoint is in, the epoch is not closed yet
+    assert (killed_at["during evaluation"]["step"],
+            killed_at["during evaluation"]["epoch"]) == (TOTAL, 1)
     assert (killed_at["after the last epoch"]["step"],
             killed_at["after the last epoch"]["epoch"]) == (TOTAL, EPOCHS)
 
@@ -149,4 +170,4 @@ def test_sigkill_then_resume_ends_bitwise_where_an_uninterrupted_run_ends(tmp_pa
         assert results["steps"] == TOTAL and results["epochs"] == EPOCHS
         assert results["accuracy"] == expected_results["accuracy"]
         assert results["confusion"] == expected_results["confusion"]
-        assert not list((out / "checkpoints").glob("*.part")), name
+        assert not list((out / "checkpoints").glob(".*.part")), name  # the resume cleaned up
