@@ -1,6 +1,6 @@
 """Throughput of the batch pipeline alone (no model) on one CPU thread.
 
-    python -m benchmarks.bench_pipeline [--quick]
+    python -m benchmarks pipeline [-- --quick]
 
 Fashion-MNIST-shaped data (60,000 random uint8 28x28 images) through BatchLoader: shuffle,
 slice, random crop (padding 3) + flip, normalise, channels_last; then the same resized to 96x96
@@ -11,17 +11,15 @@ writes benchmarks/results/pipeline.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
+from benchmarks import common
 from reslab.data import AugmentConfig, BatchLoader, Split
 
-RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 TARGET_28 = 20_000  # images/s the 28x28 crop+flip pipeline must reach on one core
 
 
@@ -45,18 +43,10 @@ def measure(loader: BatchLoader, windows: int, batches: int) -> list[float]:
     return rates
 
 
-def machine() -> dict:
-    from reslab.training.rundir import machine as describe
-    from reslab.training.rundir import versions
-
-    return describe() | versions()
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer, shorter windows.")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     windows, batches = (3, 5) if args.quick else (7, 40)
@@ -80,11 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
         results.append({"case": name, "images_per_s": round(statistics.median(rates)),
                         "windows": [round(r) for r in rates], "batch_size": args.batch_size})
         print(f"{name:<28} {statistics.median(rates):>10,.0f} images/s (median of {windows})")
-    report = {"benchmark": "pipeline", "machine": machine(), "target_28x28": TARGET_28,
-              "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    report = {"quick": args.quick, "target_28x28": TARGET_28, "results": results}
+    print(f"wrote {common.write('pipeline', report)}")
     return report
 
 

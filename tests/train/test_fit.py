@@ -126,3 +126,18 @@ def test_train_subset_and_xavier_through_train(tmp_path, image_folder):
                           channels=1, train_subset=64, epochs=1, batch_size=32, init="xavier",
                           quiet=True, out=str(tmp_path / "run"), val_size=20)
     assert result.history[0]["step"] == 2
+
+
+def test_on_epoch_end_sees_each_row_and_the_eval_mode_model_after_the_files(tmp_path,
+                                                                            tiny_data):
+    seen = []
+
+    def hook(row, model):
+        metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        seen.append((row["epoch"], model.training, len(metrics),
+                     torch.is_grad_enabled()))
+
+    result = fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, epochs=2),
+                 on_epoch_end=hook)
+    assert seen == [(1, False, 1, False), (2, False, 2, False)]
+    assert [r["epoch"] for r in result.history] == [1, 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +43,9 @@ class FitResult:
     model: nn.Module | None = None  # the selected (best on validation) model
 
 
+EpochHook = Callable[[dict[str, Any], nn.Module], None]
+
+
 @dataclass
 class _State:
     """Counters that a resumed run restores, with everything else in the checkpoint."""
@@ -63,11 +67,13 @@ def train(
     *,
     preset_name: str | None = None,
     resume: str | Path | None = None,
+    on_epoch_end: EpochHook | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Train a zoo model on a data set: ``reslab.train(preset_name="d2l", epochs=2)``.
 
     ``resume``: a run directory to continue from its last checkpoint, with its own config.
+    ``on_epoch_end(row, model)``: called after each epoch (see ``fit``).
     """
     if resume is not None:
         run = RunDir(resume)
@@ -88,7 +94,8 @@ def train(
     if config.init == "xavier":
         log.info("init: Xavier-uniform conv and linear weights (D2L's train_ch6)")
         xavier_init(model)
-    return fit(model, data, config, run_dir=resume, resume=resume is not None)
+    return fit(model, data, config, run_dir=resume, resume=resume is not None,
+               on_epoch_end=on_epoch_end)
 
 
 def xavier_init(model: nn.Module) -> None:
@@ -106,7 +113,14 @@ def fit(
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    on_epoch_end: EpochHook | None = None,
 ) -> FitResult:
+    """Train ``model`` on ``data`` as ``config`` says, writing the run directory.
+
+    ``on_epoch_end(row, model)``, if given, is called on the main process after each epoch's
+    files are written, with the epoch's metrics row and the model validation saw (in eval mode;
+    leave it unchanged). Benchmarks use it to follow test accuracy; selection never does.
+    """
     config.validate()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
@@ -237,6 +251,11 @@ def fit(
                 _write(run.curves, lambda: plot_curves(state.history, run.curves,
                                                        f"{config.model} on {data.name}"))
                 _log_tensorboard(run, row)
+                if on_epoch_end is not None:
+                    training = evaluated.training
+                    with torch.no_grad():
+                        on_epoch_end(row, evaluated.eval())
+                    evaluated.train(training)
             if state.step >= total_steps:
                 break
         progress.close()

@@ -1,0 +1,134 @@
+"""Training throughput: reslab's training step against the seed's eager fp32 code, same process.
+
+    python -m benchmarks training [--quick] [--cases d2l-28,d2l-96,resnet18,resnet50]
+
+For each case (model, input, batch) it times, on one fixed batch already in memory (the batch
+pipeline is benchmarked on its own in ``pipeline``):
+
+- the reference: ``reference_d2l.net`` trained as D2L's ``train_ch6`` does (fp32, NCHW, SGD);
+- reslab's step exactly as ``fit`` runs it (``reslab.training.fit._step``, the optimizer and
+  schedule of the default config), by default and with each of its speed levers switched off,
+  to show what each one pays.
+
+Reported: the median images/s of several timed windows after a warm-up, the ratio to the
+reference, and the model FLOP utilisation (model FLOPs per image x images/s over the measured
+matrix-multiply peak of the dtype the step computes in).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from benchmarks import common, reference_d2l
+from reslab import create_model
+from reslab.training import TrainConfig
+from reslab.training.fit import _State, _step, make_optimizer, make_scheduler, resolve_precision
+
+# name -> (model, channels, side, batch, windows, steps per window)
+CASES = {
+    "d2l-28": ("d2l_resnet18", 1, 28, 256, 5, 4),
+    "d2l-96": ("d2l_resnet18", 1, 96, 64, 5, 3),
+    "resnet18": ("resnet18", 3, 224, 32, 3, 1),
+    "resnet50": ("resnet50", 3, 224, 32, 3, 1),
+}
+# reslab variants: label -> (precision, channels_last); "default" is what `reslab train` uses
+VARIANTS = {
+    "default": ("auto", True),
+    "fp32 channels_last": ("fp32", True),
+    "bf16 NCHW": ("bf16", False),
+    "fp32 NCHW": ("fp32", False),
+}
+
+
+def batch(channels: int, side: int, size: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(size, channels, side, side, generator=generator),
+            torch.randint(0, 10, (size,), generator=generator))
+
+
+def reference_rate(model: str, channels: int, x, y, windows: int, steps: int) -> list[float]:
+    torch.manual_seed(0)
+    net = reference_d2l.net(model, channels)
+    optimizer, loss = reference_d2l.trainer(net)
+
+    def window() -> int:
+        for _ in range(steps):
+            reference_d2l.train_step(net, optimizer, loss, x, y)
+        return steps * len(y)
+
+    return common.rates(window, windows)
+
+
+def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, precision: str,
+                channels_last: bool) -> tuple[list[float], str]:
+    torch.manual_seed(0)
+    config = TrainConfig(model=model, batch_size=len(y), precision=precision,
+                         channels_last=channels_last)
+    device = torch.device("cpu")
+    precision = resolve_precision(precision, device)
+    net = create_model(model, num_classes=10, in_channels=channels)
+    if channels_last:  # as fit does, and as BatchLoader delivers batches
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    net.train()
+    optimizer = make_optimizer(net, config)
+    scheduler = make_scheduler(optimizer, config, 10_000, 100)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    state = _State(warming_up=False)
+
+    def window() -> int:
+        for _ in range(steps):
+            _step(net, x, y, criterion, optimizer, scheduler, None, config, state, device,
+                  precision)
+        return steps * len(y)
+
+    return common.rates(window, windows), precision
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short window per variant")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: "
+                        + ", ".join(CASES))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated reslab variants: " + ", ".join(VARIANTS))
+    args = parser.parse_args(argv)
+    peaks = {"fp32": common.matmul_peak(torch.float32),
+             "bf16": common.matmul_peak(torch.bfloat16)}
+    print(f"matrix-multiply peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    results = []
+    for case in args.cases.split(","):
+        model, channels, side, size, windows, steps = CASES[case]
+        if args.quick:
+            windows, steps = 1, 1
+        x, y = batch(channels, side, size)
+        flops = common.training_flops_per_image(
+            create_model(model, num_classes=10, in_channels=channels), (channels, side, side))
+        reference = common.summary(reference_rate(model, channels, x, y, windows, steps))
+        row = {"case": case, "model": model, "input": [channels, side, side], "batch": size,
+               "train_gflop_per_image": flops / 1e9, "reference": reference, "reslab": {}}
+        mfu = reference["median"] * flops / peaks["fp32"]
+        print(f"{case:<9} reference (eager fp32 NCHW) {reference['median']:8.1f} img/s  "
+              f"MFU {mfu:5.1%} of fp32 peak")
+        for label in args.variants.split(","):
+            measured, dtype = reslab_rate(model, channels, x, y, windows, steps,
+                                          *VARIANTS[label])
+            stats = common.summary(measured)
+            stats |= {"precision": dtype, "speedup": stats["median"] / reference["median"],
+                      "mfu": stats["median"] * flops / peaks[dtype]}
+            row["reslab"][label] = stats
+            print(f"{'':<9} reslab {label:<20} {stats['median']:8.1f} img/s  "
+                  f"{stats['speedup']:4.2f}x  MFU {stats['mfu']:5.1%} of {dtype} peak")
+        results.append(row)
+    path = common.write("training", {"peak_flops": peaks, "quick": args.quick,
+                                     "results": results})
+    print(f"wrote {path}")
+    return {"results": results}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""What every benchmark shares: timed windows, the machine's matrix-multiply peak, results."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.io import atomic_write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    from reslab.training.rundir import machine as describe
+    from reslab.training.rundir import versions
+
+    return describe() | versions() | {"threads": torch.get_num_threads(),
+                                      "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def rates(run: Callable[[], int], windows: int, warmup: int = 1) -> list[float]:
+    """Items/s of ``windows`` timed calls of ``run`` (which returns how many items it did),
+    after ``warmup`` untimed calls (allocator, oneDNN primitive caches, autotuning)."""
+    for _ in range(warmup):
+        run()
+    measured = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        items = run()
+        measured.append(items / (time.perf_counter() - start))
+    return measured
+
+
+def summary(measured: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(measured), "min": min(measured), "max": max(measured),
+            "windows": len(measured)}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 4096, windows: int = 5) -> float:
+    """This machine's matrix-multiply rate in FLOP/s: a large square ``torch.mm``."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+
+    def one() -> int:
+        torch.mm(a, b)
+        return 2 * n**3
+
+    return statistics.median(rates(one, windows))
+
+
+def training_flops_per_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> float:
+    """Forward + backward ≈ 3x the forward's FLOPs (2 per multiply-accumulate)."""
+    from reslab.inspect import summary as model_summary
+
+    return 3 * 2 * model_summary(model, input_size=input_size).macs
+
+
+def write(name: str, results: dict[str, Any]) -> Path:
+    """results/NAME.json; a --quick smoke run goes to NAME-quick.json (not kept in git)."""
+    path = RESULTS / f"{name}{'-quick' if results.get('quick') else ''}.json"
+    record = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": machine()} | results
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path

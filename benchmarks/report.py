@@ -1,0 +1,120 @@
+"""Rewrite the tables of docs/benchmarks.md from benchmarks/results/*.json.
+
+    python -m benchmarks report
+
+Each table sits between ``<!-- BEGIN NAME -->`` and ``<!-- END NAME -->``; the prose around
+the tables (analysis, profiles) is written by hand and left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.common import RESULTS
+from reslab.io import atomic_write_text
+
+DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def machine(r: dict) -> str:
+    m = r["machine"]
+    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores ({m.get('threads')} threads), "
+            f"torch {m.get('torch')} ({m.get('cpu_capability', '?')}); measured {r['date']}")
+
+
+def training(r: dict) -> str:
+    peaks = r["peak_flops"]
+    rows = []
+    for case in r["results"]:
+        shape = "x".join(map(str, case["input"]))
+        ref = case["reference"]["median"]
+        rows.append([f"{case['model']} {shape} b{case['batch']}", "reference (eager fp32)",
+                     f"{ref:,.1f}", "1.00x",
+                     f"{ref * case['train_gflop_per_image'] * 1e9 / peaks['fp32']:.1%} (fp32)"])
+        for label, v in case["reslab"].items():
+            rows.append(["", f"reslab {label} ({v['precision']})", f"{v['median']:,.1f}",
+                         f"{v['speedup']:.2f}x", f"{v['mfu']:.1%} ({v['precision']})"])
+    return (f"Matrix-multiply peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
+            f"{peaks['bf16'] / 1e9:.0f} GFLOP/s. {machine(r)}.\n\n"
+            + _table(["case", "step", "images/s (median)", "vs reference", "MFU"], rows))
+
+
+def inference(r: dict) -> str:
+    rows = []
+    for case in r["results"]:
+        ref = case["reference"]
+        rows.append([case["model"], "reference (eager fp32, no_grad)",
+                     f"{ref['latency_ms']['median']:.1f}", "1.00x",
+                     f"{ref['batch64_images_per_s']['median']:.1f}", "1.00x"])
+        for label, v in case["reslab"].items():
+            rows.append(["", f"reslab {label} ({v['precision']})",
+                         f"{v['latency_ms']['median']:.1f}", f"{v['latency_ratio']:.2f}x",
+                         f"{v['batch64_images_per_s']['median']:.1f}",
+                         f"{v['throughput_speedup']:.2f}x"])
+    return f"{machine(r)}.\n\n" + _table(
+        ["model (3x224x224)", "path", "batch-1 latency ms", "vs reference",
+         "batch-64 images/s", "vs reference"], rows)
+
+
+def time_to_accuracy(r: dict) -> str:
+    rows = [[f"{t['target']:.0%}", ", ".join("never" if s is None else f"{s:.0f} s"
+                                                  for s in t["per_seed_s"]),
+             "not reached" if t["median_s"] is None else f"{t['median_s']:.0f} s"]
+            for t in r["targets"]]
+    runs = "; ".join(f"seed {run['seed']}: {run['final_test_acc']:.4f} in {run['wall_s']:.0f} s"
+                     for run in r["runs"])
+    text = (f"`{r['preset']}` preset, final test accuracy per seed: {runs} "
+            f"({r['runs'][0]['precision']}). {machine(r)}.\n\n"
+            + _table(["test accuracy", "time per seed", "median"], rows))
+    if "d2l" in r:
+        d = r["d2l"]
+        text += (f"\n\n`d2l` preset (one run): final test accuracy {d['final_test_acc']:.4f} "
+                 f"after {d['epochs']} epochs and {d['train_s']:,.0f} s of training "
+                 f"({min(d['images_per_s']):.0f}–{max(d['images_per_s']):.0f} images/s).")
+    return text
+
+
+def memory(r: dict) -> str:
+    rows = [[label, f"{mib:,.0f}"] for label, mib in r["peak_rss_mib"].items()]
+    return (f"{r['steps']} training steps per run. {machine(r)}.\n\n"
+            + _table(["process", "peak RSS MiB"], rows)
+            + f"\n\nreslab's d2l preset / the reference: {r['d2l_vs_reference']:.2f}x.")
+
+
+def pipeline(r: dict) -> str:
+    rows = [[x["case"], f"{x['images_per_s']:,}"] for x in r["results"]]
+    return f"One thread. {machine(r)}.\n\n" + _table(["case", "images/s"], rows)
+
+
+RENDER: dict[str, Callable[[dict], str]] = {
+    "training": training, "inference": inference, "time_to_accuracy": time_to_accuracy,
+    "memory": memory, "pipeline": pipeline,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    doc = DOC.read_text()
+    for name, render in RENDER.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        block = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        if not block.search(doc):
+            print(f"docs/benchmarks.md has no block for {name}; skipped")
+            continue
+        table = render(json.loads(path.read_text()))
+        doc = block.sub(lambda m, t=table: m[1] + t + m[2], doc)
+    atomic_write_text(DOC, doc)
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
