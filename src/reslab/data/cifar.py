@@ -29,6 +29,9 @@ ARCHIVE_MD5 = {
     "cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8",
 }
 PIXELS = 3 * 32 * 32
+# CIFAR-100's train.bin, the largest official member: a tar header claiming more is refused
+# before tarfile allocates what it claims
+MAX_MEMBER_BYTES = 50_000 * (2 + PIXELS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,10 @@ def _read_archive(source: CifarSource, path: Path) -> dict[str, bytes]:
                 if not member.isfile():
                     raise CorruptDataError(f"{path}: member {name} is not a regular file; "
                                            "fetch the archive again")
+                if member.size > MAX_MEMBER_BYTES:
+                    raise CorruptDataError(f"{path}: member {name} claims {member.size:,} bytes, "
+                                           f"more than any official {source.title} file; fetch "
+                                           "the archive again")
                 where = f" (reading member {name})"
                 members[wanted[name]] = archive.extractfile(member).read()
                 where = f" (after member {name})"

@@ -46,7 +46,10 @@ def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as opened:
             _refuse_bomb(opened)
-            image = ImageOps.exif_transpose(opened).convert(MODES[channels])
+            image = ImageOps.exif_transpose(opened)
+            if image.mode.startswith("I;16"):  # 16-bit grey: convert() would clip it at 255
+                image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+            image = image.convert(MODES[channels])
         image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
     except Image.DecompressionBombError as error:
         raise CorruptDataError(f"{path}: refused, possible decompression bomb ({error})") from None

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import pickle
-import zipfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,17 @@ def _torch_load_tensors_only(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0][:160]
+        # torch's message is a page of advice; one line of it names the culprit
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+        reason = next((line for line in lines if re.search(r"GLOBAL|operand", line)),
+                      lines[0] if lines else "")
+        reason = reason.removeprefix("WeightsUnpickler error:").strip().split(". ")[0][:160]
         raise WeightsError(
             f"refusing to load {path}: it holds Python objects besides tensors, and "
-            f"unpickling them could run code ({first_line}); load only files you trust, "
+            f"unpickling them could run code ({reason}); load only files you trust, "
             "converted to .safetensors"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # a damaged pickle makes torch's unpickler raise almost anything
         raise WeightsError(
             f"{path} is not a readable PyTorch weights file ({type(error).__name__}: "
             f"{str(error).strip().splitlines()[0][:160] if str(error).strip() else 'truncated'})"
@@ -166,29 +170,37 @@ def load_weights(
                 del state[key]
 
     fresh_head = f"{head}." if report.dropped else None  # the model's own new classifier
-    missing = [
-        k for k in target if k not in state and not (fresh_head and k.startswith(fresh_head))
-    ]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [
-        f"{k} (file {list(state[k].shape)}, model {list(target[k].shape)})"
-        for k in state if k in target and state[k].shape != target[k].shape
-    ]
-    if strict and (missing or unexpected or mismatched):
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("wrong shape", mismatched)):
-            if keys:
-                more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
-                shown = ", ".join(keys[:3]) + more
-                problems.append(f"{len(keys)} {label}: {shown}")
+    if strict and (problems := state_dict_mismatch(state, target, fresh_head)):
         raise WeightsError(
-            f"weights in {report.source} do not fit this model ({'; '.join(problems)}); "
+            f"weights in {report.source} do not fit this model ({problems}); "
             "are they for another architecture?"
         )
     model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
     log.info("%s", report)
     return report
+
+
+def state_dict_mismatch(
+    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], fresh: str | None = None
+) -> str:
+    """What keeps ``state`` from loading into a model whose state dict is ``target`` (keys,
+    shapes, integer vs float tensors), in a few words; "" if it fits. Keys under ``fresh``
+    may be missing."""
+    missing = [k for k in target if k not in state and not (fresh and k.startswith(fresh))]
+    unexpected = [k for k in state if k not in target]
+    common = [k for k in state if k in target]
+    mismatched = [f"{k} (file {list(state[k].shape)}, model {list(target[k].shape)})"
+                  for k in common if state[k].shape != target[k].shape]
+    # load_state_dict would silently turn integers into floats (a tampered dtype)
+    retyped = [f"{k} (file {state[k].dtype}, model {target[k].dtype})" for k in common
+               if state[k].is_floating_point() != target[k].is_floating_point()]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected),
+                        ("wrong shape", mismatched), ("wrong dtype", retyped)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
+    return "; ".join(problems)
 
 
 def save_weights(
@@ -212,6 +224,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except (SafetensorError, OSError, RuntimeError) as error:  # RuntimeError: truncated file
         raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
     try:
-        return json.loads(header.get(METADATA_KEY, "{}"))
-    except json.JSONDecodeError:
-        raise WeightsError(f"{path} has a corrupt reslab metadata header") from None
+        metadata = json.loads(header.get(METADATA_KEY, "{}"))
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise WeightsError(f"{path} has a corrupt reslab metadata header (not a JSON object); "
+                           "save the file again")
+    return metadata

@@ -5,6 +5,7 @@ classes, normalisation, epoch, metrics). Written atomically: a crash leaves the 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,13 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from reslab.errors import WeightsError
+from reslab.errors import ReslabError, WeightsError
 from reslab.models.weights import (
     TRAIN_STATE_PREFIX,
     read_metadata,
     read_state_dict,
     save_weights,
+    state_dict_mismatch,
 )
 
 _TENSOR = "__tensor__"
@@ -54,7 +56,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     train_state = None
     if structure is not None:
         tensors = safetensors.torch.load_file(path)
-        train_state = _unflatten(structure, tensors)
+        try:
+            train_state = _unflatten(structure, tensors)
+        except (TypeError, ValueError, LookupError, RecursionError) as error:  # damaged, edited
+            raise WeightsError(f"{path}: its training state is damaged ({type(error).__name__}: "
+                               f"{error}); it cannot be resumed: start from its weights") from None
     return Checkpoint(read_state_dict(path), metadata, train_state)
 
 
@@ -74,7 +80,7 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
 def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, dict) and _TENSOR in obj:
         if obj[_TENSOR] not in tensors:
-            raise WeightsError(f"checkpoint is missing the tensor {obj[_TENSOR]!r}: it is damaged")
+            raise LookupError(f"no tensor {obj[_TENSOR]!r}")
         return tensors[obj[_TENSOR]]
     if isinstance(obj, dict) and "__dict__" in obj:
         return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
@@ -93,17 +99,78 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
     meta = checkpoint.metadata
     if "model" not in meta:
         raise WeightsError(f"{path} has no reslab metadata: load it with load_weights instead")
-    if meta.get("spec"):
-        model = build(ResNetSpec.from_dict(meta["spec"]))
-    else:
-        model = create_model(meta["model"], num_classes=meta["num_classes"],
-                             in_channels=meta["in_channels"])
+    _check_metadata(path, meta)
+
+    def make() -> torch.nn.Module:
+        if meta.get("spec"):
+            return build(ResNetSpec.from_dict(meta["spec"]))
+        return create_model(meta["model"], num_classes=meta["num_classes"],
+                            in_channels=meta["in_channels"])
+
+    # built on the meta device first: a header describing a huge network allocates nothing
+    # before its tensors are found not to fit it
+    try:
+        with torch.device("meta"):
+            skeleton = make().eval()
+    except ReslabError as error:
+        raise WeightsError(f"{path}: its metadata describes no model reslab can build "
+                           f"({error})") from None
+    if problems := state_dict_mismatch(checkpoint.weights, skeleton.state_dict()):
+        raise WeightsError(f"{path}: weights do not match the model its metadata describes "
+                           f"({problems}); the file is damaged or was edited")
+    try:  # shapes only, on the meta device: predict and export feed this size
+        skeleton(torch.empty(1, *meta["input_size"], device="meta"))
+    except RuntimeError as error:
+        raise WeightsError(f"{path}: metadata input_size {meta['input_size']} does not fit the "
+                           f"model ({str(error).splitlines()[0][:160]}); the file is damaged or "
+                           "was edited") from None
+    model = make()
     try:
         model.load_state_dict(checkpoint.weights)
     except RuntimeError as error:
         raise WeightsError(f"{path}: weights do not match the model its metadata describes "
                            f"({str(error).splitlines()[0]})") from None
+    head = next((m for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)),
+                None)
+    if head is not None and len(meta["classes"]) != head.out_features:
+        raise WeightsError(f"{path}: metadata names {len(meta['classes'])} classes but the model "
+                           f"has {head.out_features} outputs; the file is damaged or was edited")
     return model.eval(), meta
+
+
+def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """The fields eval, predict and export read: a damaged or edited header fails here, naming
+    the field, rather than later with a bare KeyError or IndexError."""
+
+    def numbers(value: Any, count: int, kinds=(int, float), positive=False) -> bool:
+        return (isinstance(value, list) and len(value) == count
+                and all(type(v) in kinds and math.isfinite(v) and (v > 0 or not positive)
+                        for v in value))
+
+    size = meta.get("input_size")
+    channels = size[0] if isinstance(size, list) and size else 0
+    required = {
+        "model": (lambda v: isinstance(v, str), "a model name"),
+        "classes": (lambda v: isinstance(v, list) and bool(v)
+                    and all(isinstance(c, str) for c in v), "a list of class names"),
+        "input_size": (lambda v: numbers(v, 3, (int,), positive=True),
+                       "[channels, height, width]"),
+        "mean": (lambda v: numbers(v, channels), f"{channels} numbers"),
+        "std": (lambda v: numbers(v, channels, positive=True), f"{channels} positive numbers"),
+    }
+    if meta.get("spec"):
+        required["spec"] = (lambda v: isinstance(v, dict), "a ResNetSpec as a JSON object")
+    else:
+        for name in ("num_classes", "in_channels"):
+            required[name] = (lambda v: type(v) is int and v > 0, "a positive integer")
+    optional = {"config": (dict, "a JSON object"), "data": (str, "a data set name")}
+    for name, (kind, expected) in optional.items():
+        if name in meta:
+            required[name] = (lambda v, kind=kind: isinstance(v, kind), expected)
+    for name, (fits, expected) in required.items():
+        if not fits(meta.get(name)):
+            raise WeightsError(f"{path}: metadata field {name!r} is {meta.get(name)!r:.60}, "
+                               f"expected {expected}; the file is damaged or was edited")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
