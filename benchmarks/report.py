@@ -27,7 +27,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def machine(r: dict) -> str:
     m = r["machine"]
     return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores ({m.get('threads')} threads), "
-            f"torch {m.get('torch')} ({m.get('cpu_capability', '?')}); measured {r['date']}")
+            f"torch {m.get('torch')} ({m.get('cpu_capability', '?')}); "
+            f"measured {r.get('date', '?')}")
 
 
 def training(r: dict) -> str:
@@ -106,12 +107,12 @@ def main(argv: list[str] | None = None) -> None:
         path = RESULTS / f"{name}.json"
         if not path.exists():
             continue
-        block = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        block = re.compile(rf"(<!-- BEGIN {name} -->\n)(?:.*?\n)?(<!-- END {name} -->)", re.S)
         if not block.search(doc):
             print(f"docs/benchmarks.md has no block for {name}; skipped")
             continue
         table = render(json.loads(path.read_text()))
-        doc = block.sub(lambda m, t=table: m[1] + t + m[2], doc)
+        doc = block.sub(lambda m, t=table: m[1] + t + "\n" + m[2], doc)
     atomic_write_text(DOC, doc)
     print(f"wrote {DOC}")
 
