@@ -15,6 +15,7 @@ from reslab.data import load_dataset
 from reslab.data.folder import decode_image
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
+from reslab.inference import InferenceModel
 from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
 from reslab.training.evaluate import EvalResult, evaluate, predict_proba
 
@@ -37,7 +38,9 @@ def evaluate_checkpoint(
     size = meta["input_size"][1]
     loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
                          std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
-    result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
+    # in the precision the run validated in (as predict does), so the accuracy is the run's own
+    fast = InferenceModel(model, precision=config.get("precision", "auto"))
+    result = evaluate(fast, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
     return result, meta
 
 
@@ -55,6 +58,7 @@ def predict_files(
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
     model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    model = InferenceModel(model, precision=meta.get("config", {}).get("precision", "auto"))
     channels, size, _ = meta["input_size"]
     mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
     std = torch.tensor(meta["std"]).view(-1, 1, 1)
@@ -67,8 +71,7 @@ def predict_files(
             results.append(Prediction(str(path), [], str(error)))
             continue
         x = ((pixels.float() / 255 - mean) / std).unsqueeze(0)
-        with torch.no_grad():
-            probs = predict_proba(model, x, meta.get("tta_flip", False))[0]
+        probs = predict_proba(model, x, meta.get("tta_flip", False))[0]
         values, indices = probs.topk(min(top_k, len(classes)))
         results.append(Prediction(str(path), [(classes[i], float(v))
                                               for v, i in zip(values, indices, strict=True)]))

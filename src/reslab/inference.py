@@ -4,12 +4,16 @@ channels_last memory, bf16 where the hardware computes it quickly, no autograd."
 from __future__ import annotations
 
 import copy
+import warnings
 from contextlib import suppress
 
 import torch
 from torch import nn
-from torch.fx.experimental.optimization import fuse
 from torch.fx.proxy import TraceError
+
+with warnings.catch_warnings():  # importing it defines TorchScript helpers, now deprecated
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torch.fx.experimental.optimization import fuse
 
 from reslab.training.evaluate import autocast
 from reslab.training.fit import resolve_device, resolve_precision
