@@ -1,1 +1,1 @@
-"""Benchmarks, run from the repository root as ``python -m benchmarks.NAME``."""
+"""Benchmarks, run from the repository root as ``python -m benchmarks [NAME] [OPTIONS]``."""

@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [NAME ...] [-- OPTIONS]`` (all of them by default).
+"""Run the benchmarks: ``python -m benchmarks [NAME ...] [OPTIONS]`` (all of them by default).
 
 NAME: pipeline, training, inference, time_to_accuracy, memory, report. Each one prints its
 figures and writes benchmarks/results/NAME.json; ``report`` rewrites the tables in
@@ -12,9 +12,8 @@ NAMES = ("pipeline", "training", "inference", "time_to_accuracy", "memory", "rep
 
 
 def main(argv: list[str]) -> int:
-    names, options = argv, []
-    if "--" in argv:
-        names, options = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first_option], [a for a in argv[first_option:] if a != "--"]
     for name in names or NAMES:
         if name not in NAMES:
             print(f"benchmarks: unknown benchmark {name!r}; choose from {', '.join(NAMES)}",

@@ -1,6 +1,6 @@
 """Throughput of the batch pipeline alone (no model) on one CPU thread.
 
-    python -m benchmarks pipeline [-- --quick]
+    python -m benchmarks pipeline [--quick]
 
 Fashion-MNIST-shaped data (60,000 random uint8 28x28 images) through BatchLoader: shuffle,
 slice, random crop (padding 3) + flip, normalise, channels_last; then the same resized to 96x96

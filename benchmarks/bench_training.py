@@ -1,6 +1,7 @@
 """Training throughput: reslab's training step against the seed's eager fp32 code, same process.
 
     python -m benchmarks training [--quick] [--cases d2l-28,d2l-96,resnet18,resnet50]
+    python -m benchmarks training --profile resnet50   # torch.profiler's top operators
 
 For each case (model, input, batch) it times, on one fixed batch already in memory (the batch
 pipeline is benchmarked on its own in ``pipeline``):
@@ -24,6 +25,7 @@ from torch import nn
 
 from benchmarks import common, reference_d2l
 from reslab import create_model
+from reslab.io import atomic_write_text
 from reslab.training import TrainConfig
 from reslab.training.fit import _State, _step, make_optimizer, make_scheduler, resolve_precision
 
@@ -62,8 +64,8 @@ def reference_rate(model: str, channels: int, x, y, windows: int, steps: int) ->
     return common.rates(window, windows)
 
 
-def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, precision: str,
-                channels_last: bool) -> tuple[list[float], str]:
+def reslab_step(model: str, channels: int, x, y, precision: str, channels_last: bool):
+    """reslab's training step as fit runs it, on this batch: (step function, precision)."""
     torch.manual_seed(0)
     config = TrainConfig(model=model, batch_size=len(y), precision=precision,
                          channels_last=channels_last)
@@ -79,13 +81,36 @@ def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, preci
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     state = _State(warming_up=False)
 
+    def step() -> None:
+        _step(net, x, y, criterion, optimizer, scheduler, None, config, state, device, precision)
+
+    return step, precision
+
+
+def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, precision: str,
+                channels_last: bool) -> tuple[list[float], str]:
+    step, precision = reslab_step(model, channels, x, y, precision, channels_last)
+
     def window() -> int:
         for _ in range(steps):
-            _step(net, x, y, criterion, optimizer, scheduler, None, config, state, device,
-                  precision)
+            step()
         return steps * len(y)
 
     return common.rates(window, windows), precision
+
+
+def profile(case: str, steps: int = 3, rows: int = 15) -> str:
+    """torch.profiler's table of the top operators (self CPU time) of reslab's default step."""
+    model, channels, side, size, *_ = CASES[case]
+    x, y = batch(channels, side, size)
+    step, precision = reslab_step(model, channels, x, y, *VARIANTS["default"])
+    step()  # warm-up: oneDNN primitives are created on the first call
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return f"{case} ({model} {channels}x{side}x{side} batch {size}, {precision}), " \
+           f"{steps} steps\n{table}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,7 +120,15 @@ def main(argv: list[str] | None = None) -> dict:
                         + ", ".join(CASES))
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated reslab variants: " + ", ".join(VARIANTS))
+    parser.add_argument("--profile", metavar="CASE", default=None,
+                        help="instead, print and save the operator profile of one case")
     args = parser.parse_args(argv)
+    if args.profile:
+        table = profile(args.profile)
+        path = common.RESULTS / f"profile-{args.profile}.txt"
+        atomic_write_text(path, table)
+        print(f"{table}\nwrote {path}")
+        return {"profile": table}
     peaks = {"fp32": common.matmul_peak(torch.float32),
              "bf16": common.matmul_peak(torch.bfloat16)}
     print(f"matrix-multiply peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
