@@ -1,0 +1,63 @@
+"""The benchmarks' baseline is the seed's network at reslab's size; the report renders."""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import reference_d2l, report
+from benchmarks.__main__ import main as run_benchmarks
+from reslab import create_model
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("name", "channels", "tolerance"), [
+    ("d2l_resnet18", 1, 0.0),  # the seed's network is reslab's d2l_resnet18 exactly
+    ("resnet18", 3, 0.001),  # the seed's convs have biases where torchvision's have none
+    ("resnet50", 3, 0.001),
+])
+def test_the_reference_has_the_size_of_reslabs_model(name, channels, tolerance):
+    reference = reference_d2l.net(name, channels)
+    ours = create_model(name, num_classes=10, in_channels=channels)
+    assert abs(_params(reference) / _params(ours) - 1) <= tolerance
+    x = torch.randn(2, channels, 64, 64)
+    assert reference(x).shape == ours(x).shape == (2, 10)
+
+
+def test_the_reference_step_learns_a_fixed_batch():
+    torch.manual_seed(0)
+    net = reference_d2l.net("d2l_resnet18", 1)
+    optimizer, loss = reference_d2l.trainer(net, lr=0.05)
+    x, y = torch.randn(16, 1, 32, 32), torch.arange(16) % 10
+    first = loss(net(x), y).item()
+    correct = [reference_d2l.train_step(net, optimizer, loss, x, y) for _ in range(15)]
+    assert loss(net(x), y).item() < first / 2 and correct[-1] > correct[0]
+
+
+def test_report_fills_the_tables_between_the_markers(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    machine = {"cpu": "Test CPU", "cores": 2, "threads": 2, "torch": "2.x",
+               "cpu_capability": "AVX512"}
+    (results / "memory.json").write_text(json.dumps({
+        "benchmark": "memory", "date": "2026-11-24 12:00:00", "machine": machine,
+        "steps": 10, "peak_rss_mib": {"floor": 300.0, "reference": 1500.0},
+        "d2l_vs_reference": 1.1}))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("intro\n<!-- BEGIN memory -->\nold table\n<!-- END memory -->\nafter\n")
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "DOC", doc)
+    report.main([])
+    text = doc.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert "| floor | 300 |" in text and "| reference | 1,500 |" in text and "1.10x" in text
+    report.main([])  # idempotent
+    assert doc.read_text() == text
+
+
+def test_an_unknown_benchmark_is_refused(capsys):
+    assert run_benchmarks(["nope"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
