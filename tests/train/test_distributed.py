@@ -68,6 +68,9 @@ def test_torchrun_two_cpu_processes(tmp_path, image_folder):
     single_rows = [json.loads(line)
                    for line in (single_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [r["step"] for r in single_rows] == [4, 8]
+    # the epoch's training figures cover both ranks' shards, not rank 0's alone
+    assert [r["train_images"] for r in rows] == [r["train_images"] for r in single_rows] \
+        == [128, 128]
     assert last.metadata["step"] == 8
     results = json.loads((run / "results.json").read_text())
     assert results["images"] == 60 and results["steps"] == 8

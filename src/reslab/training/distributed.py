@@ -57,6 +57,15 @@ def teardown(world: Dist) -> None:
         dist.destroy_process_group()
 
 
+def all_sum(values: list[float], world: Dist) -> list[float]:
+    """Each value summed over all ranks (per-rank loss sums, correct counts, images)."""
+    if not world.enabled:
+        return list(values)
+    total = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
 def broadcast_buffers(modules: list[torch.nn.Module], world: Dist) -> None:
     """Give every rank rank 0's buffers (BatchNorm statistics) of these modules."""
     if not world.enabled:

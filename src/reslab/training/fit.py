@@ -174,6 +174,8 @@ def fit(
     try:
         if resume:
             _restore(run, model, optimizer, scheduler, ema, state)
+            if not world.is_main:  # the checkpoint holds rank 0's partial epoch sums only
+                state.sums = [0.0, 0.0, 0.0]
             log.info("resumed %s at epoch %d, step %d", run.path, state.epoch, state.step)
             if world.is_main:  # a crash after the checkpoint may have left the metrics behind
                 _write(run.metrics, lambda: run.write_metrics(state.history))
@@ -234,7 +236,9 @@ def fit(
             elapsed = time.perf_counter() - started
             val = evaluate(evaluated, val_loader, len(classes), device=device,
                            precision=precision, tta_flip=config.tta_flip)
-            row = _epoch_row(epoch, state, val, elapsed, world.world_size)
+            # every rank trained on its own shard: the epoch's figures are over all of them
+            sums = distributed.all_sum(state.sums, world)
+            row = _epoch_row(epoch, state, sums, val, elapsed)
             state.history.append(row)
             state.epoch, state.batch, state.sums = epoch + 1, 0, [0.0, 0.0, 0.0]
             progress.end_epoch(row)
@@ -443,17 +447,18 @@ def _restore(run: RunDir, model, optimizer, scheduler, ema, state: _State) -> No
         setattr(state, key, value)
 
 
-def _epoch_row(epoch, state: _State, val: EvalResult, seconds, world_size) -> dict:
-    loss_sum, correct, n = state.sums
+def _epoch_row(epoch, state: _State, sums: list[float], val: EvalResult, seconds) -> dict:
+    loss_sum, correct, n = sums
     return {
         "epoch": epoch + 1,
         "step": state.step,
+        "train_images": int(n),
         "train_loss": loss_sum / max(n, 1),
         "train_acc": correct / max(n, 1),
         "val_loss": val.loss if val.count else None,  # None: no validation split
         "val_acc": val.accuracy if val.count else None,
         "lr": state.lr,
-        "images_per_s": n * world_size / max(seconds, 1e-9),
+        "images_per_s": n / max(seconds, 1e-9),
         "seconds": seconds,
     }
 
