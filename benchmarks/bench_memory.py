@@ -20,7 +20,11 @@ import textwrap
 
 from benchmarks import common
 
-PEAK = "import resource; print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+# VmHWM, the peak of this process's own memory: ru_maxrss would carry the forking parent's
+# peak over exec
+PEAK = """
+print(*(line for line in open('/proc/self/status') if line.startswith('VmHWM:')))
+"""
 FLOOR = "from reslab.data import load_dataset; load_dataset('fashion-mnist')"
 REFERENCE = textwrap.dedent("""
     import torch
@@ -38,8 +42,8 @@ REFERENCE = textwrap.dedent("""
 def peak_rss_mib(code: str) -> float:
     done = subprocess.run([sys.executable, "-c", code + "\n" + PEAK], capture_output=True,
                           text=True, check=True)
-    line = next(x for x in done.stdout.splitlines() if x.startswith("peak_rss_kib"))
-    return int(line.split()[1]) / 1024
+    line = next(x for x in done.stdout.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024  # kB
 
 
 def train_code(preset: str, steps: int, out: str) -> str:
