@@ -21,6 +21,7 @@ SIDE, CLASSES = 224, 1000
 # label -> InferenceModel options; "default" is what reslab runs
 VARIANTS = {
     "default": {},
+    "bf16 autocast": {"bf16_weights": False},
     "fp32": {"precision": "fp32"},
     "bf16 unfused": {"fuse_bn": False},
     "bf16 NCHW": {"channels_last": False},

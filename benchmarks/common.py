@@ -53,6 +53,22 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, windows: int = 5) -> float:
     return statistics.median(rates(one, windows))
 
 
+def conv_gemm_peak(dtype: torch.dtype, windows: int = 5) -> float:
+    """The same in oneDNN, the library the convolutions run in: a 1x1 convolution is a matrix
+    product (16,384 x 1,024 x 1,024). On AMD CPUs torch.mm's fp32 goes to MKL, which does not
+    use the fastest kernels there, so convolutions can outrun it."""
+    conv = torch.nn.Conv2d(1024, 1024, 1, bias=False).to(dtype)
+    x = torch.randn(4, 1024, 64, 64).to(dtype).contiguous(memory_format=torch.channels_last)
+    conv = conv.to(memory_format=torch.channels_last)
+
+    def one() -> int:
+        with torch.no_grad():
+            conv(x)
+        return 2 * 4 * 64 * 64 * 1024 * 1024
+
+    return statistics.median(rates(one, windows))
+
+
 def training_flops_per_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> float:
     """Forward + backward ≈ 3x the forward's FLOPs (2 per multiply-accumulate)."""
     from reslab.inspect import summary as model_summary

@@ -23,11 +23,12 @@ class InferenceModel(nn.Module):
     """``InferenceModel(model)(images)`` gives ``model.eval()(images)`` as fp32 logits, faster.
 
     ``precision``: ``auto`` (bf16 on CPUs with bf16 kernels and on CUDA, else fp32), ``fp32``
-    or ``bf16``. The model given is left as it is (a copy is fused).
+    or ``bf16``. ``bf16_weights``: in bf16, store the weights in bf16 once, rather than let
+    autocast convert them at every call. The model given is left as it is (a copy is fused).
     """
 
     def __init__(self, model: nn.Module, precision: str = "auto", device: str = "auto",
-                 fuse_bn: bool = True, channels_last: bool = True):
+                 fuse_bn: bool = True, channels_last: bool = True, bf16_weights: bool = True):
         super().__init__()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -39,11 +40,17 @@ class InferenceModel(nn.Module):
                 net = fuse(net)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(memory_format=self.memory_format)
+        self.dtype = None  # autocast
+        if self.precision == "bf16" and bf16_weights:
+            self.dtype = torch.bfloat16
+            self.net = self.net.to(self.dtype)
         self.fused = fuse_bn and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                          for m in self.net.modules())
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, memory_format=self.memory_format)
+        if self.dtype is not None:
+            return self.net(images.to(self.dtype)).float()
         with autocast(self.device, self.precision):
             return self.net(images).float()
