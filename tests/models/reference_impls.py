@@ -1,13 +1,13 @@
 """Independent reference networks, transcribed for the tests (torchvision cannot be imported).
 
 ``TorchvisionResNet`` follows torchvision/models/resnet.py (BasicBlock, Bottleneck,
-_make_layer) line for line in what it computes; ``d2l_resnet18`` is seed 003's code.
-reslab must produce the same outputs from the same weights.
+_make_layer) line for line in what it computes. Seed 003's D2L network is
+``benchmarks.reference_d2l`` (the benchmarks' baseline too). reslab must produce the same
+outputs from the same weights.
 """
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 class BasicBlock(nn.Module):
@@ -99,45 +99,3 @@ TORCHVISION = {
     "resnext50_32x4d": (Bottleneck, [3, 4, 6, 3], dict(groups=32, width_per_group=4)),
     "wide_resnet50_2": (Bottleneck, [3, 4, 6, 3], dict(width_per_group=128)),
 }
-
-
-# --- seed 003_…: D2L's Residual and ResNet-18, verbatim in what they compute -------------
-class Residual(nn.Module):
-    def __init__(self, input_channels, output_channels, use_1x1conv=False, strides=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(input_channels, output_channels, 3, padding=1, stride=strides)
-        self.conv2 = nn.Conv2d(output_channels, output_channels, 3, padding=1)
-        self.conv3 = (nn.Conv2d(input_channels, output_channels, 1, stride=strides)
-                      if use_1x1conv else None)
-        self.bn1 = nn.BatchNorm2d(output_channels)
-        self.bn2 = nn.BatchNorm2d(output_channels)
-
-    def forward(self, X):
-        Y = F.relu(self.bn1(self.conv1(X)))
-        Y = self.bn2(self.conv2(Y))
-        if self.conv3:
-            X = self.conv3(X)
-        Y += X
-        return F.relu(Y)
-
-
-def resnet_block(input_channels, num_channels, num_residuals, first_block=False):
-    blk = []
-    for i in range(num_residuals):
-        if i == 0 and not first_block:
-            blk.append(Residual(input_channels, num_channels, use_1x1conv=True, strides=2))
-        else:
-            blk.append(Residual(num_channels, num_channels))
-    return blk
-
-
-def d2l_resnet18():
-    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
-                       nn.BatchNorm2d(64), nn.ReLU(),
-                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    b2 = nn.Sequential(*resnet_block(64, 64, 2, first_block=True))
-    b3 = nn.Sequential(*resnet_block(64, 128, 2))
-    b4 = nn.Sequential(*resnet_block(128, 256, 2))
-    b5 = nn.Sequential(*resnet_block(256, 512, 2))
-    return nn.Sequential(b1, b2, b3, b4, b5, nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(),
-                         nn.Linear(512, 10))

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import reslab
+from benchmarks import reference_d2l
 from reslab.errors import SpecError, UnknownNameError
 
-from .reference_impls import TORCHVISION, TorchvisionResNet, d2l_resnet18
+from .reference_impls import TORCHVISION, TorchvisionResNet
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "torchvision_resnet_state_dicts.json")
                     .read_text())
@@ -94,7 +95,7 @@ def _seed_to_reslab_key(key: str) -> str:
 
 def test_d2l_resnet18_is_the_seed_network():
     torch.manual_seed(0)
-    seed_net = d2l_resnet18()
+    seed_net = reference_d2l.net("d2l_resnet18")
     ours = reslab.create_model("d2l_resnet18")
     assert n_params(seed_net) == n_params(ours) == PARAMS["d2l_resnet18"]
     mapped = {_seed_to_reslab_key(k): v for k, v in seed_net.state_dict().items()}

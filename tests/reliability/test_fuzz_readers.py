@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import sys
@@ -30,18 +29,8 @@ from reslab.errors import CorruptDataError, ReslabError, WeightsError
 from reslab.models.weights import read_state_dict
 from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
 
+from . import hostile
 
-def _helpers():
-    if "reliability_hostile" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "reliability_hostile", Path(__file__).with_name("hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["reliability_hostile"]
-
-
-hostile = _helpers()
 FUZZ = hostile.FUZZ
 # Pillow and torch warn about the damage they meet; what they do about it is what is tested
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),

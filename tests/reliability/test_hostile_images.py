@@ -3,7 +3,6 @@ predicted, and the good images of the same call still get their predictions."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -18,18 +17,8 @@ from reslab.cli import main
 from reslab.deploy import predict_files
 from reslab.models import ResNetSpec
 
+from . import hostile
 
-def _helpers():
-    if "reliability_hostile" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "reliability_hostile", Path(__file__).with_name("hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["reliability_hostile"]
-
-
-hostile = _helpers()
 # Pillow warns (and we refuse) between its limit and twice it; the refusal is what is tested
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 

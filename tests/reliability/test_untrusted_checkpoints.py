@@ -4,11 +4,9 @@ names the file and what is wrong, and nothing in it ever runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,18 +19,8 @@ from reslab.models import ResNetSpec
 from reslab.models.weights import load_weights, read_state_dict, save_weights
 from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
 
+from . import hostile
 
-def _helpers():
-    if "reliability_hostile" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "reliability_hostile", Path(__file__).with_name("hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["reliability_hostile"]
-
-
-hostile = _helpers()
 TINY = hostile.TINY
 
 LOADERS = {
