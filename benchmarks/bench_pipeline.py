@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Iterator
 
 import torch
@@ -34,13 +33,7 @@ def endless(loader: BatchLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 def measure(loader: BatchLoader, windows: int, batches: int) -> list[float]:
     """images/s of each timed window of ``batches`` batches, after one warm-up window."""
     stream = endless(loader)
-    rates = []
-    for window in range(windows + 1):
-        start = time.perf_counter()
-        images = sum(len(next(stream)[0]) for _ in range(batches))
-        if window:  # the first window warms caches and the allocator
-            rates.append(images / (time.perf_counter() - start))
-    return rates
+    return common.rates(lambda: sum(len(next(stream)[0]) for _ in range(batches)), windows)
 
 
 def main(argv: list[str] | None = None) -> dict:

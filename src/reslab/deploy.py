@@ -27,7 +27,7 @@ def evaluate_checkpoint(
     data_dir: str | None = None, batch_size: int = 256,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Accuracy and confusion matrix of a checkpoint (or run directory) on a data split."""
-    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    model, meta = _inference_model(checkpoint)
     config = meta.get("config", {})
     dataset = load_dataset(data or meta.get("data") or "fashion-mnist", data_dir,
                            val_size=config.get("val_size"), seed=config.get("seed", 0),
@@ -38,10 +38,16 @@ def evaluate_checkpoint(
     size = meta["input_size"][1]
     loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
                          std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
-    # in the precision the run validated in (as predict does), so the accuracy is the run's own
-    fast = InferenceModel(model, precision=config.get("precision", "auto"))
-    result = evaluate(fast, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
+    result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
     return result, meta
+
+
+def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
+    """A checkpoint's model made fast, in the precision its run validated in, so that eval
+    reproduces the run's own accuracy."""
+    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    precision = meta.get("config", {}).get("precision", "auto")
+    return InferenceModel(model, precision=precision), meta
 
 
 @dataclass
@@ -57,8 +63,7 @@ def predict_files(
     """Top-k classes for each image; an unreadable image gets an error, the rest still run."""
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
-    model = InferenceModel(model, precision=meta.get("config", {}).get("precision", "auto"))
+    model, meta = _inference_model(checkpoint)
     channels, size, _ = meta["input_size"]
     mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
     std = torch.tensor(meta["std"]).view(-1, 1, 1)

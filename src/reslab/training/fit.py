@@ -197,9 +197,10 @@ def fit(
         classes = list(data.classes)
         meta = _model_metadata(model, config, data)
 
-        def checkpoint_last() -> None:
+        def checkpoint_last(weights_checked: bool = False) -> None:
             if world.is_main:
-                _check_finite(model, state, config)
+                if not weights_checked:
+                    _check_finite(model, state, config)
                 _write(run.last, lambda: save_checkpoint(
                     run.last, model.state_dict(), meta | _progress_meta(state, config),
                     _train_state(optimizer, scheduler, ema, state)))
@@ -250,7 +251,7 @@ def fit(
                     state.best_epoch = epoch + 1
                     _write(run.best, lambda: save_checkpoint(
                         run.best, evaluated.state_dict(), meta | _progress_meta(state, config)))
-                checkpoint_last()
+                checkpoint_last(weights_checked=True)  # checked above, before the best one
                 _write(run.metrics, lambda: run.write_metrics(state.history))
                 _write(run.curves, lambda: plot_curves(state.history, run.curves,
                                                        f"{config.model} on {data.name}"))
