@@ -52,8 +52,13 @@ def global_batch_to_local(batch_size: int, world: Dist) -> int:
     return batch_size // world.world_size
 
 
-def teardown(world: Dist) -> None:
+def teardown(world: Dist, *, finished: bool) -> None:
+    """Leave the process group. After a finished run every rank first waits for the others
+    (rank 0 still evaluates on the test split): gloo aborts a process that destroys its
+    connections while a peer is still using the group."""
     if world.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

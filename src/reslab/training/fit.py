@@ -171,6 +171,7 @@ def fit(
     run = RunDir(run_dir or default_run_dir(config))
     if world.is_main:
         run.lock()
+    finished = False
     try:
         if resume:
             _restore(run, model, optimizer, scheduler, ema, state)
@@ -285,10 +286,11 @@ def fit(
                 test.confusion, classes, run.confusion,
                 f"{config.model}: test accuracy {test.accuracy:.4f}"))
             log.info("test accuracy %.4f (model of epoch %d)", test.accuracy, state.best_epoch)
+        finished = True
         return result
     finally:
         run.unlock()
-        distributed.teardown(world)
+        distributed.teardown(world, finished=finished)
 
 
 def _step(net, x, y, criterion, optimizer, scheduler, scaler, config, state, device, precision):
