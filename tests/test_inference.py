@@ -61,3 +61,17 @@ def test_a_model_fx_cannot_trace_runs_unfused():
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x))
+
+
+@pytest.mark.slow
+def test_a_compiled_model_gives_the_eager_answers():
+    torch.manual_seed(0)
+    model = create_model("resnet14", num_classes=10, in_channels=1).eval()
+    x = torch.randn(4, 1, 28, 28)
+    eager = InferenceModel(model, precision="fp32")
+    compiled = InferenceModel(model, precision="fp32", compile=True)
+    assert compiled.compiled and not eager.compiled
+    torch.testing.assert_close(compiled(x), eager(x), atol=1e-4, rtol=1e-4)
+    # another batch size still answers (recompiled), and the model given is untouched
+    torch.testing.assert_close(compiled(x[:1]), eager(x[:1]), atol=1e-4, rtol=1e-4)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())

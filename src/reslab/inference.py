@@ -24,11 +24,16 @@ class InferenceModel(nn.Module):
 
     ``precision``: ``auto`` (bf16 on CPUs with bf16 kernels and on CUDA, else fp32), ``fp32``
     or ``bf16``. ``bf16_weights``: in bf16, store the weights in bf16 once, rather than let
-    autocast convert them at every call. The model given is left as it is (a copy is fused).
+    autocast convert them at every call. ``compile``: ``torch.compile`` the network with weights
+    frozen as constants (Inductor's ``freezing``: convolutions fused with what follows them,
+    weights pre-packed for oneDNN); the first call compiles, for seconds, and the same network
+    then answers about 1.4x faster at batch 1 on CPU (``python -m benchmarks inference``).
+    It needs a C++ compiler on CPU. The model given is left as it is (a copy is fused).
     """
 
     def __init__(self, model: nn.Module, precision: str = "auto", device: str = "auto",
-                 fuse_bn: bool = True, channels_last: bool = True, bf16_weights: bool = True):
+                 fuse_bn: bool = True, channels_last: bool = True, bf16_weights: bool = True,
+                 compile: bool = False):
         super().__init__()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -46,9 +51,22 @@ class InferenceModel(nn.Module):
             self.net = self.net.to(self.dtype)
         self.fused = fuse_bn and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                          for m in self.net.modules())
+        self.compiled = compile
+        if compile:
+            self.net = torch.compile(self.net)
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.compiled:
+            # compiling happens at a call (the first, or a new input shape); Inductor reads
+            # this setting then (torch.compile's options= does not carry it)
+            import torch._inductor.config
+
+            with torch._inductor.config.patch(freezing=True):
+                return self._forward(images)
+        return self._forward(images)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, memory_format=self.memory_format)
         if self.dtype is not None:
             return self.net(images.to(self.dtype)).float()
