@@ -44,10 +44,14 @@ def timings(model, batch_size: int, windows: int, calls: int) -> list[float]:
 def measure(make, quick: bool) -> dict:
     """``make()`` gives the model to time; one per batch size, so that a compiled model is
     compiled for that shape (the warm-up calls compile it)."""
-    latency = timings(make(), 1, 3 if quick else 7, 1 if quick else 5)  # images/s at batch 1
+    model = make()
+    latency = timings(model, 1, 3 if quick else 7, 1 if quick else 5)  # images/s at batch 1
     throughput = timings(make(), 64, 1 if quick else 3, 1)
-    return {"latency_ms": common.summary([1000 / r for r in latency]),
-            "batch64_images_per_s": common.summary(throughput)}
+    got = {"latency_ms": common.summary([1000 / r for r in latency]),
+           "batch64_images_per_s": common.summary(throughput)}
+    if isinstance(model, InferenceModel):
+        got["precision"] = model.precision
+    return got
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{ref['batch64_images_per_s']['median']:6.1f} img/s")
         model = create_model(name, num_classes=CLASSES)
         for label in args.variants.split(","):
-            make = partial(InferenceModel, model, **VARIANTS[label])
-            got = measure(make, args.quick)
-            got["precision"] = make().precision
+            got = measure(partial(InferenceModel, model, **VARIANTS[label]), args.quick)
             got["latency_ratio"] = got["latency_ms"]["median"] / ref["latency_ms"]["median"]
             got["throughput_speedup"] = (got["batch64_images_per_s"]["median"]
                                          / ref["batch64_images_per_s"]["median"])

@@ -27,7 +27,7 @@ class InferenceModel(nn.Module):
     autocast convert them at every call. ``compile``: ``torch.compile`` the network with weights
     frozen as constants (Inductor's ``freezing``: convolutions fused with what follows them,
     weights pre-packed for oneDNN); the first call compiles, for seconds, and the same network
-    then answers about 1.4x faster at batch 1 on CPU (``python -m benchmarks inference``).
+    then answers faster on CPU (resnet50: 1.4x at batch 1) (``python -m benchmarks inference``).
     It needs a C++ compiler on CPU. The model given is left as it is (a copy is fused).
     """
 
