@@ -36,6 +36,8 @@ CASES = {
     "resnet18": ("resnet18", 3, 224, 32, 3, 1),
     "resnet50": ("resnet50", 3, 224, 32, 3, 1),
 }
+# profiled only, with no seed-code twin to race: the step of `reslab train` (the fast preset)
+PROFILE_ONLY = {"fast": ("resnet14", 1, 28, 256)}
 # reslab variants: label -> (precision, channels_last); "default" is what `reslab train` uses
 VARIANTS = {
     "default": ("auto", True),
@@ -101,7 +103,7 @@ def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, preci
 
 def profile(case: str, steps: int = 3, rows: int = 15) -> str:
     """torch.profiler's table of the top operators (self CPU time) of reslab's default step."""
-    model, channels, side, size, *_ = CASES[case]
+    model, channels, side, size, *_ = (CASES | PROFILE_ONLY)[case]
     x, y = batch(channels, side, size)
     step, precision = reslab_step(model, channels, x, y, *VARIANTS["default"])
     step()  # warm-up: oneDNN primitives are created on the first call
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="instead, print and save the operator profile of one case")
     args = parser.parse_args(argv)
     if args.profile:
+        if args.profile not in CASES | PROFILE_ONLY:
+            parser.error(f"unknown case {args.profile!r}: choose one of "
+                         + ", ".join(CASES | PROFILE_ONLY))
         table = profile(args.profile)
         path = common.RESULTS / f"profile-{args.profile}.txt"
         atomic_write_text(path, table)

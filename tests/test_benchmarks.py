@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import reference_d2l, report
+from benchmarks import bench_training, reference_d2l, report
 from benchmarks.__main__ import main as run_benchmarks
 from reslab import create_model
 
@@ -61,3 +61,16 @@ def test_report_fills_the_tables_between_the_markers(tmp_path, monkeypatch):
 def test_an_unknown_benchmark_is_refused(capsys):
     assert run_benchmarks(["nope"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_the_profile_names_the_top_operators_of_the_fast_step():
+    table = bench_training.profile("fast", steps=1, rows=5)
+    assert table.startswith("fast (resnet14 1x28x28 batch 256")
+    assert "Self CPU" in table and "convolution" in table
+
+
+def test_an_unknown_profile_case_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench_training.main(["--profile", "nope"])
+    assert exit_.value.code == 2
+    assert "unknown case 'nope': choose one of d2l-28" in capsys.readouterr().err
