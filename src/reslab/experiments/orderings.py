@@ -50,7 +50,7 @@ class OrderingSettings(TrainingSettings):
     depth: int = 20  # the paper's is 110: about 6x the time
     width: int = 16
     seeds: int = 3  # runs per ordering: seeds seed, seed + 1, ...
-    epochs: int = 3  # 15 runs: about 40 min on 2 cores
+    epochs: int = 3  # 15 runs: about 50 min on 2 cores
 
 
 QUICK = dict(depth=14, seeds=2, epochs=3, batch_size=64, train_size=2048, val_size=500,
