@@ -4,7 +4,7 @@ from torch.overrides import TorchFunctionMode
 
 from reslab.errors import ConfigError
 from reslab.experiments import degradation
-from reslab.experiments.common import cifar_spec
+from reslab.experiments.common import cifar_spec, paper_recipe
 from reslab.models import build
 
 from .conftest import TINY, check_report
@@ -90,3 +90,13 @@ def test_settings_are_checked(tmp_path, small_data):
     (tmp_path / "b" / "report.md").write_text("old")
     with pytest.raises(ConfigError, match="not empty"):
         degradation.run(tmp_path / "b", data=small_data)
+
+
+def test_the_recipe_trains_in_the_precision_asked_for(small_data):
+    settings = degradation.DegradationSettings()
+    assert paper_recipe(settings, small_data).precision == "auto"  # bf16 where it is fast
+    fp32 = degradation.DegradationSettings(precision="fp32")
+    recipe = paper_recipe(fp32, small_data)
+    assert (recipe.precision, recipe.lr, recipe.batch_size, recipe.epochs) == ("fp32", 0.1, 128, 6)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        paper_recipe(degradation.DegradationSettings(precision="fp17"), small_data)
