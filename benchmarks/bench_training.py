@@ -37,7 +37,7 @@ CASES = {
     "resnet50": ("resnet50", 3, 224, 32, 3, 1),
 }
 # profiled only, with no seed-code twin to race: the step of `reslab train` (the fast preset)
-PROFILE_ONLY = {"fast": ("resnet14", 1, 28, 256)}
+PROFILED = CASES | {"fast": ("resnet14", 1, 28, 256)}
 # reslab variants: label -> (precision, channels_last); "default" is what `reslab train` uses
 VARIANTS = {
     "default": ("auto", True),
@@ -103,7 +103,7 @@ def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, preci
 
 def profile(case: str, steps: int = 3, rows: int = 15) -> str:
     """torch.profiler's table of the top operators (self CPU time) of reslab's default step."""
-    model, channels, side, size, *_ = (CASES | PROFILE_ONLY)[case]
+    model, channels, side, size, *_ = PROFILED[case]
     x, y = batch(channels, side, size)
     step, precision = reslab_step(model, channels, x, y, *VARIANTS["default"])
     step()  # warm-up: oneDNN primitives are created on the first call
@@ -122,13 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
                         + ", ".join(CASES))
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated reslab variants: " + ", ".join(VARIANTS))
-    parser.add_argument("--profile", metavar="CASE", default=None,
-                        help="instead, print and save the operator profile of one case")
+    parser.add_argument("--profile", metavar="CASE", default=None, choices=PROFILED,
+                        help="instead, print and save the operator profile of one case: "
+                        + ", ".join(PROFILED))
     args = parser.parse_args(argv)
     if args.profile:
-        if args.profile not in CASES | PROFILE_ONLY:
-            parser.error(f"unknown case {args.profile!r}: choose one of "
-                         + ", ".join(CASES | PROFILE_ONLY))
         table = profile(args.profile)
         path = common.RESULTS / f"profile-{args.profile}.txt"
         atomic_write_text(path, table)

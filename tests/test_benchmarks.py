@@ -73,4 +73,4 @@ def test_an_unknown_profile_case_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_:
         bench_training.main(["--profile", "nope"])
     assert exit_.value.code == 2
-    assert "unknown case 'nope': choose one of d2l-28" in capsys.readouterr().err
+    assert "invalid choice: 'nope' (choose from 'd2l-28'" in capsys.readouterr().err
