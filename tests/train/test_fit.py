@@ -8,6 +8,7 @@ from reslab.errors import ConfigError, TrainingError
 from reslab.models import ResNetSpec, read_metadata
 from reslab.training import TrainConfig, fit
 from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
+from reslab.training.fit import _match_parameter_layouts, make_optimizer
 
 TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,
                   num_classes=10, input_size=16)
@@ -141,3 +142,41 @@ def test_on_epoch_end_sees_each_row_and_the_eval_mode_model_after_the_files(tmp_
                  on_epoch_end=hook)
     assert seen == [(1, False, 1, False), (2, False, 2, False)]
     assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_optimizer_is_fused_on_cpu_and_steps_as_the_unfused_one_does(optimizer):
+    torch.manual_seed(0)
+    config = TrainConfig(optimizer=optimizer, nesterov=optimizer == "sgd")
+    nets = [reslab.create_model("resnet14", num_classes=10, in_channels=1) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = make_optimizer(nets[0], config)
+    assert fused.defaults["fused"] is True
+    plain = make_optimizer(nets[1], config)
+    plain.defaults["fused"] = False
+    for group in plain.param_groups:
+        group["fused"] = False
+    for _ in range(3):
+        for net, opt in zip(nets, (fused, plain), strict=True):
+            for p in net.parameters():
+                p.grad = torch.full_like(p, 0.01) + p.detach() * 0.1
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_fused_optimizer_steps_channels_last_weights_correctly():
+    # checkpoints hold momentum contiguous; torch's fused CPU SGD pairs elements by memory
+    # offset, so without re-laying the buffers out a resumed run updates the wrong elements
+    weight = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    momentum = torch.randn(4, 3, 3, 3)  # as loaded: contiguous
+    grad = torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+    param = weight.clone().requires_grad_()
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9, fused=True)
+    optimizer.state[param]["momentum_buffer"] = momentum.clone()
+    _match_parameter_layouts(optimizer)
+    assert optimizer.state[param]["momentum_buffer"].is_contiguous(
+        memory_format=torch.channels_last)
+    param.grad = grad.clone()
+    optimizer.step()
+    torch.testing.assert_close(param.detach(), weight - 0.1 * (0.9 * momentum + grad))
