@@ -11,8 +11,9 @@ pipeline is benchmarked on its own in ``pipeline``):
   schedule of the default config), by default and with each of its speed levers switched off,
   to show what each one pays.
 
-Reported: the median images/s of several timed windows after a warm-up, the ratio to the
-reference, and the model FLOP utilisation (model FLOPs per image x images/s over the measured
+Reported: the median images/s of several timed windows after a warm-up (the reference's and
+every variant's windows taken in turn, so a drift in the machine's speed hits all), the ratio
+to the reference, and the model FLOP utilisation (model FLOPs per image x images/s over the measured
 matrix-multiply peak of the dtype the step computes in).
 """
 
@@ -53,17 +54,12 @@ def batch(channels: int, side: int, size: int, seed: int = 0):
             torch.randint(0, 10, (size,), generator=generator))
 
 
-def reference_rate(model: str, channels: int, x, y, windows: int, steps: int) -> list[float]:
+def reference_step(model: str, channels: int, x, y):
+    """The seed's training step (``reference_d2l``) on this batch."""
     torch.manual_seed(0)
     net = reference_d2l.net(model, channels)
     optimizer, loss = reference_d2l.trainer(net)
-
-    def window() -> int:
-        for _ in range(steps):
-            reference_d2l.train_step(net, optimizer, loss, x, y)
-        return steps * len(y)
-
-    return common.rates(window, windows)
+    return lambda: reference_d2l.train_step(net, optimizer, loss, x, y)
 
 
 def reslab_step(model: str, channels: int, x, y, precision: str, channels_last: bool):
@@ -89,16 +85,13 @@ def reslab_step(model: str, channels: int, x, y, precision: str, channels_last: 
     return step, precision
 
 
-def reslab_rate(model: str, channels: int, x, y, windows: int, steps: int, precision: str,
-                channels_last: bool) -> tuple[list[float], str]:
-    step, precision = reslab_step(model, channels, x, y, precision, channels_last)
-
-    def window() -> int:
+def window(step, steps: int, images: int):
+    """A timed window: ``steps`` calls of ``step``; returns the images they trained on."""
+    def run() -> int:
         for _ in range(steps):
             step()
-        return steps * len(y)
-
-    return common.rates(window, windows), precision
+        return steps * images
+    return run
 
 
 def profile(case: str, steps: int = 3, rows: int = 15) -> str:
@@ -149,16 +142,21 @@ def main(argv: list[str] | None = None) -> dict:
         x, y = batch(channels, side, size)
         flops = common.training_flops_per_image(
             create_model(model, num_classes=10, in_channels=channels), (channels, side, side))
-        reference = common.summary(reference_rate(model, channels, x, y, windows, steps))
+        runs = {"reference": window(reference_step(model, channels, x, y), steps, size)}
+        dtypes = {}
+        for label in args.variants.split(","):
+            step, dtypes[label] = reslab_step(model, channels, x, y, *VARIANTS[label])
+            runs[label] = window(step, steps, size)
+        measured = common.rates_interleaved(runs, windows)
+        reference = common.summary(measured.pop("reference"))
         row = {"case": case, "model": model, "input": [channels, side, side], "batch": size,
                "train_gflop_per_image": flops / 1e9, "reference": reference, "reslab": {}}
         mfu = reference["median"] * flops / peaks["fp32"]
         print(f"{case:<9} reference (eager fp32 NCHW) {reference['median']:8.1f} img/s  "
               f"MFU {mfu:5.1%} of fp32 peak")
-        for label in args.variants.split(","):
-            measured, dtype = reslab_rate(model, channels, x, y, windows, steps,
-                                          *VARIANTS[label])
-            stats = common.summary(measured)
+        for label, rates in measured.items():
+            stats = common.summary(rates)
+            dtype = dtypes[label]
             stats |= {"precision": dtype, "speedup": stats["median"] / reference["median"],
                       "mfu": stats["median"] * flops / peaks[dtype]}
             row["reslab"][label] = stats

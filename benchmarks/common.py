@@ -37,6 +37,23 @@ def rates(run: Callable[[], int], windows: int, warmup: int = 1) -> list[float]:
     return measured
 
 
+def rates_interleaved(runs: dict[str, Callable[[], int]], windows: int, warmup: int = 1
+                      ) -> dict[str, list[float]]:
+    """``rates`` of several contenders, their windows taken in turn (a, b, a, b, ...): a
+    drift in this machine's speed, which shared CPUs show over minutes, then hits all alike
+    instead of whichever ran during it."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    measured: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(windows):
+        for label, run in runs.items():
+            start = time.perf_counter()
+            items = run()
+            measured[label].append(items / (time.perf_counter() - start))
+    return measured
+
+
 def summary(measured: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(measured), "min": min(measured), "max": max(measured),
             "windows": len(measured)}
