@@ -38,7 +38,7 @@ CASES = {
     "resnet50": ("resnet50", 3, 224, 32, 3, 1),
 }
 # profiled only, with no seed-code twin to race: the step of `reslab train` (the fast preset)
-PROFILED = CASES | {"fast": ("resnet14", 1, 28, 256)}
+PROFILED = CASES | {"fast": (TrainConfig.model, 1, 28, TrainConfig.batch_size)}
 # reslab variants: label -> (precision, channels_last); "default" is what `reslab train` uses
 VARIANTS = {
     "default": ("auto", True),

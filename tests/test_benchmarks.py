@@ -65,7 +65,7 @@ def test_an_unknown_benchmark_is_refused(capsys):
 
 def test_the_profile_names_the_top_operators_of_the_fast_step():
     table = bench_training.profile("fast", steps=1, rows=5)
-    assert table.startswith("fast (resnet14 1x28x28 batch 256")
+    assert table.startswith("fast (fast_resnet10 1x28x28 batch 256")
     assert "Self CPU" in table and "convolution" in table
 
 
