@@ -27,14 +27,7 @@ def machine() -> dict[str, Any]:
 def rates(run: Callable[[], int], windows: int, warmup: int = 1) -> list[float]:
     """Items/s of ``windows`` timed calls of ``run`` (which returns how many items it did),
     after ``warmup`` untimed calls (allocator, oneDNN primitive caches, autotuning)."""
-    for _ in range(warmup):
-        run()
-    measured = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        items = run()
-        measured.append(items / (time.perf_counter() - start))
-    return measured
+    return rates_interleaved({"run": run}, windows, warmup)["run"]
 
 
 def rates_interleaved(runs: dict[str, Callable[[], int]], windows: int, warmup: int = 1

@@ -23,7 +23,7 @@ def conv_forward(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)``; in training, a Conv2d over a map of at most half as many positions as its
     kernel has taps runs as a dense matrix product instead (forward hooks of ``conv`` do not
     fire then). Evaluation, export and torch.fx tracing always see the layer itself."""
-    if not (conv.training and isinstance(conv, nn.Conv2d) and not isinstance(x, fx.Proxy)
+    if not (isinstance(conv, nn.Conv2d) and conv.training and not isinstance(x, fx.Proxy)
             and x.dim() == 4 and _dense_applies(conv, *x.shape[-2:])):
         return conv(x)
     batch, cin, h, w = x.shape
