@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...] [OPTIONS]`` (all of them by default).
 
-NAME: pipeline, training, inference, time_to_accuracy, memory, report. Each one prints its
+NAME: pipeline, training, inference, time_to_accuracy, memory, finetune, report. Each one prints its
 figures and writes benchmarks/results/NAME.json; ``report`` rewrites the tables in
 docs/benchmarks.md from those files.
 """
@@ -8,7 +8,8 @@ docs/benchmarks.md from those files.
 import importlib
 import sys
 
-NAMES = ("pipeline", "training", "inference", "time_to_accuracy", "memory", "report")
+NAMES = ("pipeline", "training", "inference", "time_to_accuracy", "memory", "finetune",
+         "report")
 
 
 def main(argv: list[str]) -> int:

@@ -47,7 +47,7 @@ def peak_rss_mib(code: str) -> float:
 
 
 def train_code(preset: str, steps: int, out: str) -> str:
-    argv = ["train", "--preset", preset, "--max-steps", str(steps), "--quiet", "true",
+    argv = ["train", "--preset", preset, "--max-steps", str(steps), "--quiet",
             "--out", out]
     return f"from reslab.cli import main; assert main({argv!r}) == 0"
 

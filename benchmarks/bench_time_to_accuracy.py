@@ -26,7 +26,7 @@ from benchmarks import common
 from reslab.data import BatchLoader, load_dataset
 from reslab.training import preset, train
 from reslab.training.evaluate import evaluate
-from reslab.training.fit import resolve_device, resolve_precision
+from reslab.training.runtime import resolve_device, resolve_precision
 
 
 def one_run(preset_name: str, seed: int, overrides: dict) -> dict:

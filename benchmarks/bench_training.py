@@ -7,9 +7,9 @@ For each case (model, input, batch) it times, on one fixed batch already in memo
 pipeline is benchmarked on its own in ``pipeline``):
 
 - the reference: ``reference_d2l.net`` trained as D2L's ``train_ch6`` does (fp32, NCHW, SGD);
-- reslab's step exactly as ``fit`` runs it (``reslab.training.fit._step``, the optimizer and
-  schedule of the default config), by default and with each of its speed levers switched off,
-  to show what each one pays.
+- reslab's step exactly as ``fit`` runs it (``reslab.training.train_step`` on a
+  ``TrainState``: the optimizer and schedule of the default config), by default and with
+  each of its speed levers switched off, to show what each one pays.
 
 Reported: the median images/s of several timed windows after a warm-up (the reference's and
 every variant's windows taken in turn, so a drift in the machine's speed hits all), the ratio
@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch import nn
 
 from benchmarks import common, reference_d2l
 from reslab import create_model
 from reslab.io import atomic_write_text
-from reslab.training import TrainConfig
-from reslab.training.fit import _State, _step, make_optimizer, make_scheduler, resolve_precision
+from reslab.training import TrainConfig, TrainState, train_step
+from reslab.training.runtime import resolve_precision
 
 # name -> (model, channels, side, batch, windows, steps per window)
 CASES = {
@@ -74,13 +73,11 @@ def reslab_step(model: str, channels: int, x, y, precision: str, channels_last: 
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     net.train()
-    optimizer = make_optimizer(net, config)
-    scheduler = make_scheduler(optimizer, config, 10_000, 100)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    state = _State(warming_up=False)
+    state = TrainState(net, config, total_steps=10_000, steps_per_epoch=100,
+                       precision=precision)
 
     def step() -> None:
-        _step(net, x, y, criterion, optimizer, scheduler, None, config, state, device, precision)
+        train_step(state, x, y)
 
     return step, precision
 

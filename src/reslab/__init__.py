@@ -1,19 +1,23 @@
-"""reslab: residual networks from one spec — build, inspect, train and explain them."""
+"""reslab: residual networks from one spec — build, inspect, train and explain them.
 
-from reslab.inspect import Comparison, Summary, compare, summary
-from reslab.models import (
-    ResNetSpec,
-    build,
-    create_model,
-    get_spec,
-    list_models,
-    load_weights,
-    save_weights,
-)
-from reslab.training import TrainConfig, fit, train
+The names below are imported on first use, so that ``import reslab`` (and the command line's
+``--help``) does not load torch until something needs it.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "ResNetSpec", "build", "create_model", "get_spec", "list_models", "load_weights",
-    "save_weights", "Comparison", "Summary", "compare", "summary", "TrainConfig", "fit", "train",
-]
+_EXPORTS = {
+    "Comparison": "reslab.inspect", "Summary": "reslab.inspect", "compare": "reslab.inspect",
+    "summary": "reslab.inspect", "ResNetSpec": "reslab.models", "build": "reslab.models",
+    "create_model": "reslab.models", "get_spec": "reslab.models", "list_models": "reslab.models",
+    "load_weights": "reslab.models", "save_weights": "reslab.models",
+    "TrainConfig": "reslab.training", "fit": "reslab.training", "train": "reslab.training",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'reslab' has no attribute {name!r}")

@@ -51,6 +51,10 @@ class TrainingError(ReslabError):
     """A run that cannot go on: the loss diverged, or its directory cannot be written."""
 
 
+class Interrupted(ReslabError):
+    """A run stopped by SIGINT or SIGTERM, its state saved; the message says how to go on."""
+
+
 def check_fields(cls, names, error: type[ReslabError], label: str) -> None:
     """Refuse any of ``names`` that is not a field of dataclass ``cls``, naming the closest."""
     import dataclasses

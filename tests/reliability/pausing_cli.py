@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import reslab.models.weights
-import reslab.training.fit  # noqa: F401 (so that sys.modules holds the module, not the function)
+import reslab.training.loop as LOOP
+import reslab.training.writer as WRITER
 from reslab.cli import main
 from reslab.io import atomic_output
 
 PAUSE_LIMIT_S = 300  # never outlive a test that forgot this process
-FIT = sys.modules["reslab.training.fit"]
 
 
 def pause() -> None:
@@ -39,7 +39,7 @@ def pause() -> None:
 
 
 def pause_after_checkpoint(step: int, epoch: int) -> None:
-    save = FIT.save_checkpoint
+    save = WRITER.save_checkpoint
 
     def save_then_pause(path, weights, metadata, train_state=None):
         written = save(path, weights, metadata, train_state)
@@ -47,11 +47,11 @@ def pause_after_checkpoint(step: int, epoch: int) -> None:
             pause()
         return written
 
-    FIT.save_checkpoint = save_then_pause
+    WRITER.save_checkpoint = save_then_pause
 
 
 def pause_mid_checkpoint(step: int, epoch: int) -> None:
-    save, write_bytes, armed = FIT.save_checkpoint, reslab.models.weights.atomic_write_bytes, []
+    save, write_bytes, armed = WRITER.save_checkpoint, reslab.models.weights.atomic_write_bytes, []
 
     def save_armed(path, weights, metadata, train_state=None):
         if train_state is not None and (metadata["step"], metadata["epoch"]) == (step, epoch):
@@ -68,12 +68,12 @@ def pause_mid_checkpoint(step: int, epoch: int) -> None:
             pause()
             file.write(data[len(data) // 2:])
 
-    FIT.save_checkpoint = save_armed
+    WRITER.save_checkpoint = save_armed
     reslab.models.weights.atomic_write_bytes = write_half_then_pause
 
 
 def pause_in_evaluation(epoch: int) -> None:
-    evaluate, calls = FIT.evaluate, []
+    evaluate, calls = LOOP.evaluate, []
 
     def evaluate_then_pause(*args, **kwargs):
         result = evaluate(*args, **kwargs)
@@ -82,7 +82,19 @@ def pause_in_evaluation(epoch: int) -> None:
             pause()
         return result
 
-    FIT.evaluate = evaluate_then_pause
+    LOOP.evaluate = evaluate_then_pause
+
+
+def pause_after_step(step: int) -> None:
+    train_step = LOOP.train_step
+
+    def step_then_pause(state, x, y):
+        result = train_step(state, x, y)
+        if state.counters.step == step:
+            pause()
+        return result
+
+    LOOP.train_step = step_then_pause
 
 
 if __name__ == "__main__":
@@ -90,5 +102,5 @@ if __name__ == "__main__":
         where, _, at = os.environ["RESLAB_PAUSE"].partition(":")
         numbers = [int(n) for n in at.split(",")]
         {"after-checkpoint": pause_after_checkpoint, "mid-checkpoint": pause_mid_checkpoint,
-         "evaluation": pause_in_evaluation}[where](*numbers)
+         "evaluation": pause_in_evaluation, "after-step": pause_after_step}[where](*numbers)
     sys.exit(main(sys.argv[1:]))

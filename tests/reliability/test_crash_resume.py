@@ -32,8 +32,8 @@ def train_args(image_folder, out) -> list[str]:
             "--image-size", "16", "--channels", "1", "--epochs", str(EPOCHS),
             "--train-subset", "128", "--batch-size", "32", "--val-size", "40",
             "--ema-decay", "0.9",  # EMA state has to survive the kill too
-            "--deterministic", "true", "--checkpoint-every", "1", "--threads", "1",
-            "--quiet", "true", "--out", str(out)]
+            "--deterministic", "--checkpoint-every", "1", "--threads", "1",
+            "--quiet", "--out", str(out)]
 
 
 def start(args, pause=None, paused=None) -> subprocess.Popen:

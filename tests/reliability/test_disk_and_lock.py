@@ -18,8 +18,8 @@ from reslab.errors import TrainingError
 from reslab.models import ResNetSpec, read_metadata
 from reslab.training import TrainConfig, fit
 from reslab.training.checkpoint import load_checkpoint
+from reslab.training.writer import RunWriter
 
-FIT = sys.modules["reslab.training.fit"]  # reslab.training.fit is also the name of a function
 PAUSING_CLI = str(Path(__file__).with_name("pausing_cli.py"))
 TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,
                   num_classes=10, input_size=16)
@@ -106,16 +106,16 @@ def _make_read_only(folder: Path):
 def test_a_read_only_checkpoint_folder_stops_the_run_with_a_clear_error(tmp_path, tiny_data,
                                                                         monkeypatch):
     checkpoints = tmp_path / "run" / "checkpoints"
-    log_tensorboard, undo = FIT._log_tensorboard, []
+    log_tensorboard, undo = RunWriter._tensorboard, []
 
-    def after_the_first_epoch(run, row):  # the last thing fit does at the end of an epoch
-        log_tensorboard(run, row)
+    def after_the_first_epoch(writer, row):  # the last thing fit does at the end of an epoch
+        log_tensorboard(writer, row)
         if not undo:
             seen_before = (checkpoints / "last.safetensors").read_bytes()
             undo.append(_make_read_only(checkpoints))
             undo.append(seen_before)
 
-    monkeypatch.setattr(FIT, "_log_tensorboard", after_the_first_epoch)
+    monkeypatch.setattr(RunWriter, "_tensorboard", after_the_first_epoch)
     try:
         with pytest.raises(TrainingError) as failure:
             fit(reslab.build(TINY), tiny_data, config(tmp_path))
@@ -147,11 +147,11 @@ def small_disk(tmp_path):
 def _fill(disk: Path) -> Path:
     """Another program takes every free byte of the disk."""
     filler = disk / "filler"
-    with open(filler, "wb") as file:
+    # unbuffered: a buffered file would try its last chunk again on close, and fail there
+    with open(filler, "wb", buffering=0) as file:
         try:
             while True:
                 file.write(b"\0" * 65536)
-                file.flush()
         except OSError as error:
             assert error.errno == errno.ENOSPC
     return filler
@@ -161,15 +161,15 @@ def test_a_full_disk_stops_the_run_and_resume_finishes_it_once_there_is_room(
         small_disk, tiny_data, monkeypatch):
     run_dir = small_disk / "run"
     checkpoints = run_dir / "checkpoints"
-    log_tensorboard, seen = FIT._log_tensorboard, {}
+    log_tensorboard, seen = RunWriter._tensorboard, {}
 
-    def after_the_first_epoch(run, row):  # the last thing fit does at the end of an epoch
-        log_tensorboard(run, row)
+    def after_the_first_epoch(writer, row):  # the last thing fit does at the end of an epoch
+        log_tensorboard(writer, row)
         if not seen:
             seen["last"] = (checkpoints / "last.safetensors").read_bytes()
             seen["filler"] = _fill(small_disk)
 
-    monkeypatch.setattr(FIT, "_log_tensorboard", after_the_first_epoch)
+    monkeypatch.setattr(RunWriter, "_tensorboard", after_the_first_epoch)
     with pytest.raises(TrainingError) as failure:
         fit(reslab.build(TINY), tiny_data, config(small_disk, out=str(run_dir),
                                                    checkpoint_every=4))
@@ -195,7 +195,7 @@ def test_a_second_run_into_a_busy_directory_is_refused(tmp_path, image_folder, c
     args = ["train", "--model", "resnet14", "--data", f"folder:{image_folder}",
             "--image-size", "16", "--channels", "1", "--epochs", "1", "--train-subset", "64",
             "--batch-size", "32", "--val-size", "40", "--checkpoint-every", "1",
-            "--quiet", "true", "--out", str(out)]
+            "--quiet", "--out", str(out)]
     env = os.environ | {"RESLAB_PAUSE": "after-checkpoint:1,0", "RESLAB_GO": str(go),
                         "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, PAUSING_CLI, *args], env=env, text=True,

@@ -22,7 +22,7 @@ def test_divergence_stops_with_a_message_and_keeps_a_finite_checkpoint(lr, image
                  "--image-size", "16", "--channels", "1", "--epochs", "2",
                  "--train-subset", "96", "--batch-size", "32", "--val-size", "40",
                  "--schedule", "constant", "--warmup-epochs", "0", "--label-smoothing", "0",
-                 "--lr", lr, "--checkpoint-every", "1", "--quiet", "true", "--out", str(out)])
+                 "--lr", lr, "--checkpoint-every", "1", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err and err.count("\n") == 1, err
@@ -58,7 +58,7 @@ def test_weights_made_non_finite_by_a_step_are_never_checkpointed(image_folder, 
     code = main(["train", "--model", "resnet14", "--data", f"folder:{image_folder}",
                  "--image-size", "16", "--channels", "1", "--epochs", "1",
                  "--train-subset", "160", "--batch-size", "32", "--val-size", "40",
-                 "--checkpoint-every", "1", "--quiet", "true", "--out", str(out)])
+                 "--checkpoint-every", "1", "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
     assert "the weights became inf at step 3 (epoch 1): training diverged" in err, err

@@ -4,7 +4,6 @@ import contextlib
 import io
 import json
 import re
-import sys
 
 import numpy as np
 import onnxruntime
@@ -12,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+import reslab.training.run as RUN  # noqa: E402
 from reslab.cli import main
 from reslab.training import TrainConfig
 from reslab.training.checkpoint import model_from_checkpoint
-
-FIT = sys.modules["reslab.training.fit"]  # reslab.training.fit is also the name of a function
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def trained(tmp_path_factory, image_folder):
         code = main(["train", "--model", "resnet14", "--data", f"folder:{image_folder}",
                      "--image-size", "16", "--channels", "1", "--epochs", "2",
                      "--train-subset", "96", "--batch-size", "32", "--val-size", "40",
-                     "--precision", "fp32", "--quiet", "true", "--out", str(out)])
+                     "--precision", "fp32", "--quiet", "--out", str(out)])
     assert code == 0, stderr.getvalue()
     return out, stdout.getvalue()
 
@@ -111,25 +109,47 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, cap
 
 
 def _config_the_cli_trains_with(monkeypatch, argv) -> TrainConfig:
+    from reslab.training import preset
+
     seen = []
 
-    def fake_train(config=None, **kwargs):
-        seen.append(config)
-        return FIT.FitResult(run_dir=None, history=[], best_val_acc=None)  # test {}: no report
+    def fake_train(config=None, *, preset_name=None, **options):
+        seen.append(config or preset(preset_name, **options))
+        return RUN.FitResult(run_dir=None, history=[], best_val_acc=None)  # test {}: no report
 
-    monkeypatch.setattr(FIT, "train", fake_train)
+    monkeypatch.setattr(RUN, "train", fake_train)
     assert main(["train", *argv]) == 0
     (config,) = seen
     return config
 
 
-def test_the_preset_is_applied_where_it_stands_on_the_command_line(monkeypatch):
+def test_options_win_over_the_preset_whatever_their_order(monkeypatch):
     later = _config_the_cli_trains_with(monkeypatch, ["--preset", "d2l", "--epochs", "2"])
     assert (later.model, later.epochs, later.lr, later.resize) == ("d2l_resnet18", 2, 0.05, 96)
     earlier = _config_the_cli_trains_with(monkeypatch, ["--epochs", "2", "--preset", "d2l"])
-    assert earlier.epochs == 10  # the preset, given after, wins
+    assert earlier == later
     default = _config_the_cli_trains_with(monkeypatch, [])
     assert default == TrainConfig()  # no preset: the `fast` defaults
+
+
+def test_a_config_file_sets_defaults_and_options_win_over_it(monkeypatch, tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: d2l\nepochs: 3\nlr: 0.1\nflip: true\n")
+    for argv in (["--config", str(path), "--lr", "0.2"], ["--lr", "0.2", "--config", str(path)]):
+        config = _config_the_cli_trains_with(monkeypatch, argv)
+        assert (config.model, config.epochs, config.lr, config.flip) == ("d2l_resnet18", 3, 0.2,
+                                                                         True)
+    assert main(["train", "--lr", "0.3", "--config", str(path), "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["model"], printed["epochs"], printed["lr"]) == ("d2l_resnet18", 3, 0.3)
+
+
+@pytest.mark.parametrize("flag", ["quiet", "deterministic", "compile", "flip", "tta-flip",
+                                  "nesterov", "channels-last", "decay-bn-and-bias"])
+def test_every_boolean_option_is_a_flag_with_a_no_form(monkeypatch, flag):
+    field = flag.replace("-", "_")
+    assert getattr(_config_the_cli_trains_with(monkeypatch, [f"--{flag}"]), field) is True
+    assert getattr(_config_the_cli_trains_with(monkeypatch, [f"--no-{flag}"]), field) is False
 
 
 def test_the_cli_and_preset_agree_on_the_resnet110_warmup(monkeypatch):
@@ -138,12 +158,8 @@ def test_the_cli_and_preset_agree_on_the_resnet110_warmup(monkeypatch):
     for argv in (["--preset", "paper-cifar", "--model", "resnet110"],
                  ["--model", "resnet110", "--preset", "paper-cifar"]):
         config = _config_the_cli_trains_with(monkeypatch, argv)
-        # --preset paper-cifar given last sets model back to resnet20: no warm-up then
-        assert config.warmup_lr == preset("paper-cifar", model=config.model).warmup_lr
-    config = _config_the_cli_trains_with(monkeypatch, ["--preset", "paper-cifar", "--model",
-                                                       "resnet110"])
-    assert config == preset("paper-cifar", model="resnet110")
-    assert config.warmup_lr == 0.01
+        assert config == preset("paper-cifar", model="resnet110")
+        assert config.warmup_lr == 0.01
     explicit = _config_the_cli_trains_with(monkeypatch, ["--preset", "paper-cifar", "--model",
                                                          "resnet110", "--warmup-lr", "0.02"])
     assert explicit.warmup_lr == 0.02

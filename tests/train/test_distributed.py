@@ -11,7 +11,7 @@ import pytest
 from reslab.training.checkpoint import load_checkpoint
 
 ARGS = ["--model", "resnet14", "--image-size", "16", "--channels", "1", "--epochs", "2",
-        "--train-subset", "128", "--batch-size", "32", "--val-size", "40", "--quiet", "true"]
+        "--train-subset", "128", "--batch-size", "32", "--val-size", "40", "--quiet"]
 
 
 def free_port() -> int:

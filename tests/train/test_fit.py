@@ -8,7 +8,8 @@ from reslab.errors import ConfigError, TrainingError
 from reslab.models import ResNetSpec, read_metadata
 from reslab.training import TrainConfig, fit
 from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
-from reslab.training.fit import _match_parameter_layouts, make_optimizer
+from reslab.training.optim import make_optimizer
+from reslab.training.state import _match_parameter_layouts
 
 TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,
                   num_classes=10, input_size=16)
@@ -113,12 +114,12 @@ def test_max_steps_stops_mid_epoch(tmp_path, tiny_data):
 def test_warmup_until_error_uses_the_low_rate_first(tmp_path, tiny_data, caplog):
     config = quick_config(tmp_path, warmup_lr=0.1, warmup_until_error=0.7,
                           schedule="constant", warmup_epochs=0)
-    with caplog.at_level("INFO", logger="reslab.training.fit"):
+    with caplog.at_level("INFO", logger="reslab.training.optim"):
         result = fit(reslab.build(TINY), tiny_data, config)
     ended = [r.getMessage() for r in caplog.records if "warm-up over" in r.getMessage()]
     assert len(ended) == 1 and int(ended[0].split("step ")[1].split(":")[0]) > 5
     state = load_checkpoint(result.run_dir / "checkpoints" / "last.safetensors").train_state
-    assert state["state"]["warming_up"] is False
+    assert state["scheduler"]["warming_up"] is False
     assert result.history[-1]["lr"] == 0.4  # back to the scheduled rate
 
 

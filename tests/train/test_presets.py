@@ -1,7 +1,6 @@
 """The presets are the recipes they name: D2L's train_ch6 and He et al.'s CIFAR-10 schedule."""
 
 import math
-import sys
 import warnings
 
 import pytest
@@ -9,11 +8,11 @@ import torch
 from torch import nn
 
 import reslab
+import reslab.training.run as RUN  # noqa: E402
 from reslab.models import create_model
 from reslab.training import TrainConfig, preset
-from reslab.training.fit import make_optimizer, make_scheduler, xavier_init
-
-FIT = sys.modules["reslab.training.fit"]  # reslab.training.fit is also the name of a function
+from reslab.training.optim import make_optimizer, make_scheduler
+from reslab.training.run import xavier_init
 
 
 def test_the_d2l_preset_is_train_ch6_exactly():
@@ -117,7 +116,7 @@ def _model_train_builds(monkeypatch, image_folder, tmp_path, **config) -> nn.Mod
         built.append(model)
         return None
 
-    monkeypatch.setattr(FIT, "fit", fake_fit)
+    monkeypatch.setattr(RUN, "fit", fake_fit)
     reslab.train(TrainConfig(model="resnet14", data=f"folder:{image_folder}", image_size=16,
                              channels=1, val_size=40, out=str(tmp_path / "run"), **config))
     return built[0]

@@ -2,73 +2,66 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
-from collections.abc import Iterator
+from argparse import Namespace
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
-
-import torch
-from jsonargparse import Namespace
-
-from reslab.cli.parser import Parser
-from reslab.data import AugmentConfig, Dataset, ProgressCallback, load_dataset
-from reslab.errors import ConfigError, DataError
-from reslab.io import atomic_output
 
 
 def register(subcommands) -> dict:
-    data_parser = Parser(description="Inspect a data set.")
-    subcommands.add_subcommand("data", data_parser, help="Inspect a data set: where it was "
-                               "found, its splits and classes, sample images.")
-    actions = data_parser.add_subcommands(dest="action")
+    data_parser = subcommands.add_parser(
+        "data", help="Inspect a data set: where it was found, its splits and classes, sample "
+        "images.", description="Inspect a data set.")
+    actions = data_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    info = Parser(description="Where a data set was found, its splits, classes, "
-                          "mean/std and checksum status.")
+    info = actions.add_parser("info", help="Describe a data set.", description="Where a data "
+                              "set was found, its splits, classes, mean/std and checksum status.")
     _add_dataset_arguments(info)
-    actions.add_subcommand("info", info, help="Describe a data set.")
 
-    show = Parser(description="Save a labelled grid of sample images as a PNG.")
+    show = actions.add_parser("show", help="Save a grid of sample images.",
+                              description="Save a labelled grid of sample images as a PNG.")
     _add_dataset_arguments(show)
-    show.add_argument("--out", type=str, required=True, help="The PNG file to write.")
-    show.add_argument("--split", type=Literal["train", "val", "test"], default="train",
+    show.add_argument("--out", required=True, help="The PNG file to write.")
+    show.add_argument("--split", choices=["train", "val", "test"], default="train",
                       help="Which split to sample.")
     show.add_argument("--count", type=int, default=32, help="How many images (1...256).")
-    show.add_argument("--augmented", action="store_true",
+    show.add_argument("--augmented", action=argparse.BooleanOptionalAction, default=False,
                       help="Apply the standard training augmentation (random crop, flip).")
-    show.add_argument("--resize", type=int | None, default=None,
+    show.add_argument("--resize", type=int, default=None,
                       help="Resize images to this square size, as a training run would.")
-    actions.add_subcommand("show", show, help="Save a grid of sample images.")
     return {"data": run}
 
 
-def _add_dataset_arguments(parser: Parser) -> None:
-    parser.add_argument("name", type=str, help="fashion-mnist, mnist, cifar10, cifar100, or an "
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="fashion-mnist, mnist, cifar10, cifar100, or an "
                         "image folder (a path or folder:PATH).")
-    parser.add_argument("--data-dir", type=str | None, default=None,
+    parser.add_argument("--data-dir", default=None,
                         help="A folder to look in first for the data set's files.")
-    parser.add_argument("--val-size", type=int | None, default=None,
+    parser.add_argument("--val-size", type=int, default=None,
                         help="Images held out from train for validation (default: 5000 for "
                         "built-in sets, a tenth of train for image folders).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the validation split.")
-    parser.add_argument("--image-size", type=int | None, default=None,
+    parser.add_argument("--image-size", type=int, default=None,
                         help="Image folders: square size to resize to (default 32).")
-    parser.add_argument("--channels", type=int | None, default=None,
+    parser.add_argument("--channels", type=int, default=None,
                         help="Image folders: 1 (grey) or 3 (RGB, default).")
 
 
-def run(namespace: Namespace) -> int:
-    options = namespace[namespace.action]
+def run(options: Namespace) -> int:
+    from reslab.data import load_dataset
+
     with download_progress() as progress:
         data = load_dataset(options.name, options.data_dir, val_size=options.val_size,
                             seed=options.seed, image_size=options.image_size,
                             channels=options.channels, progress=progress)
-    return {"info": info, "show": show}[namespace.action](data, options)
+    return {"info": info, "show": show}[options.action](data, options)
 
 
 @contextmanager
-def download_progress() -> Iterator[ProgressCallback | None]:
+def download_progress() -> Iterator[Callable | None]:
     """A rich progress bar for downloads when stderr is a terminal, else None."""
     if not sys.stderr.isatty():
         yield None
@@ -89,7 +82,7 @@ def download_progress() -> Iterator[ProgressCallback | None]:
         yield update
 
 
-def info(data: Dataset, options: Namespace) -> int:
+def info(data, options: Namespace) -> int:
     source = data.source
     c, h, w = data.image_shape
     rows = [
@@ -111,7 +104,12 @@ def info(data: Dataset, options: Namespace) -> int:
     return 0
 
 
-def show(data: Dataset, options: Namespace) -> int:
+def show(data, options: Namespace) -> int:
+    import torch
+
+    from reslab.data import AugmentConfig
+    from reslab.errors import ConfigError, DataError
+
     out = Path(options.out)
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {out} must end in .png")
@@ -135,8 +133,10 @@ def show(data: Dataset, options: Namespace) -> int:
     return 0
 
 
-def _save_grid(pixels: torch.Tensor, names: list[str], title: str, out: Path) -> None:
+def _save_grid(pixels, names: list[str], title: str, out: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend or window
+
+    from reslab.io import atomic_output
 
     columns = min(8, len(names))
     rows = math.ceil(len(names) / columns)

@@ -2,47 +2,45 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from argparse import Namespace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
-
-from reslab.cli.parser import Parser
 from reslab.errors import ConfigError
+
+NAMES = "degradation, gradients, nested, orderings, cost"  # torch-free, for --help
 
 
 def register(subcommands) -> dict:
-    from reslab.experiments import EXPERIMENTS
-
-    experiment = Parser(
+    experiment = subcommands.add_parser(
+        "experiment", help="reproduce a claim about residual networks, with a report",
         description="Run an experiment and write its report folder: results.json, figures "
         "and report.md. Without NAME, list the experiments.")
-    experiment.add_argument("name", nargs="?", default=None,
-                            help=f"{', '.join(EXPERIMENTS)} (none: list them)")
-    experiment.add_argument("--quick", action="store_true",
+    experiment.add_argument("name", nargs="?", default=None, help=f"{NAMES} (none: list them)")
+    experiment.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                             help="small subsets and short runs: minutes on 2 CPU cores")
     experiment.add_argument("--out", default=None, metavar="DIR",
                             help="report folder (default: runs/experiment-NAME-TIME)")
     experiment.add_argument("--data-dir", default=None, help="look for Fashion-MNIST here first")
-    experiment.add_argument("--set", nargs="+", type=str, default=[], metavar="KEY=VALUE",
+    experiment.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                             help="change a setting, e.g. --set depths=[20,56,110] epochs=30 "
                             "(values in JSON)")
-    subcommands.add_subcommand("experiment", experiment,
-                               help="reproduce a claim about residual networks, with a report")
 
-    grow = Parser(description="Deepen a trained ResNet: append identity-initialised "
-                          "residual units to a stage; the grown network computes the same "
-                          "function and keeps every weight.")
+    grow = subcommands.add_parser(
+        "grow", help="add identity residual units to a checkpoint",
+        description="Deepen a trained ResNet: append identity-initialised residual units to a "
+        "stage; the grown network computes the same function and keeps every weight.")
     grow.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
     grow.add_argument("--stage", type=int, required=True, help="stage to deepen, from 1")
     grow.add_argument("--blocks", type=int, required=True, help="units to add")
     grow.add_argument("--out", required=True, metavar="NEW_CHECKPOINT",
                       help="where to write the grown checkpoint (.safetensors)")
-    grow.add_argument("--no-shortcut", action="store_true",
-                      help="add plain units, freshly initialised (plain networks only)")
-    subcommands.add_subcommand("grow", grow, help="add identity residual units to a checkpoint")
+    grow.add_argument("--shortcut", action=argparse.BooleanOptionalAction, default=True,
+                      help="residual units (default); --no-shortcut adds plain units, freshly "
+                      "initialised (plain networks only)")
     return {"experiment": run_experiment, "grow": run_grow}
 
 
@@ -86,8 +84,8 @@ def run_grow(ns: Namespace) -> int:
     from reslab.experiments import grow_checkpoint
 
     path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,
-                                  shortcut=not ns.no_shortcut)
-    kind = "plain" if ns.no_shortcut else "identity-initialised residual"
+                                  shortcut=ns.shortcut)
+    kind = "identity-initialised residual" if ns.shortcut else "plain"
     print(f"wrote {path}: {ns.blocks} {kind} unit(s) added to stage {ns.stage}; depths now "
           f"{list(grown.spec.depths)} ({grown.spec.depth} layers)")
     return 0

@@ -3,44 +3,36 @@
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 
-from jsonargparse import Namespace
-
-from reslab.cli.parser import Parser
 from reslab.errors import ConfigError, UnknownNameError
-from reslab.inspect import (
-    CONVENTION,
-    compare,
-    format_count,
-    format_shape,
-    summary,
-    text_table,
-    wrapped,
-)
-from reslab.models import list_models
 
 
 def register(subcommands) -> dict:
-    parser = Parser(description="Output shape, parameters, MACs and FLOPs of the stem, "
-                            "each stage and the head of a zoo model.")
+    parser = subcommands.add_parser(
+        "summary", help="Shapes, parameters and MACs per stage.",
+        description="Output shape, parameters, MACs and FLOPs of the stem, each stage and the "
+        "head of a zoo model.")
     parser.add_argument("name", nargs="?", default=None, help="A zoo model (`reslab models`).")
-    parser.add_argument("--input", type=str | None, default=None,
+    parser.add_argument("--input", default=None,
                         help="CxHxW (e.g. 1x96x96), or one side (96) with the model's channels; "
                         "default: the model's natural input.")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    parser.add_argument("--compare", nargs="+", type=str, default=[],
+    parser.add_argument("--compare", nargs="+", default=[],
                         help="Models to set side by side with NAME (NAME may be left out).")
-    subcommands.add_subcommand("summary", parser, help="Shapes, parameters and MACs per stage.")
 
-    models = Parser(description="The zoo: block, depth, parameters and MACs of each "
-                            "model at its natural input size.")
-    models.add_argument("pattern", nargs="?", default="*", help="Shell-style filter, e.g. 'res*'.")
+    models = subcommands.add_parser(
+        "models", help="List the model zoo.", description="The zoo: block, depth, parameters "
+        "and MACs of each model at its natural input size.")
+    models.add_argument("pattern", nargs="?", default="*", help="Shell-style filter, e.g. "
+                        "'res*'; a bare word matches anywhere in the name.")
     models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    subcommands.add_subcommand("models", models, help="List the model zoo.")
     return {"summary": run_summary, "models": run_models}
 
 
 def run_summary(options: Namespace) -> int:
+    from reslab.inspect import compare, summary
+
     names = list(dict.fromkeys([n for n in [options.name, *options.compare] if n]))
     if not names:
         raise ConfigError("reslab summary needs a model name; `reslab models` lists them")
@@ -51,7 +43,13 @@ def run_summary(options: Namespace) -> int:
 
 
 def run_models(options: Namespace) -> int:
-    names = list_models(options.pattern)
+    from reslab.inspect import CONVENTION, format_count, format_shape, summary, text_table, wrapped
+    from reslab.models import list_models
+
+    pattern = options.pattern
+    if not any(c in pattern for c in "*?["):  # a bare word matches anywhere, as pip search did
+        pattern = f"*{pattern}*"
+    names = list_models(pattern)
     if not names:
         raise UnknownNameError(f"no model matches {options.pattern!r}; try `reslab models`")
     summaries = [summary(name) for name in names]

@@ -1,17 +1,101 @@
-"""The parser every reslab command uses: jsonargparse's, with its refusals on one line."""
+"""The parser every reslab command uses: argparse, with its refusals on one line, and the
+options of a config dataclass generated from its fields (type, choices, one-line help).
+
+Options generated from a config are left out of the namespace unless given (their default is
+``SUPPRESS``): the command then lays them over the preset and config file, so an option on the
+command line wins whatever its place on the line.
+"""
 
 from __future__ import annotations
 
-from typing import NoReturn
+import argparse
+import dataclasses
+import json
+import math
+import types
+import typing
+from typing import Any, NoReturn
 
-from jsonargparse import ArgumentParser
 
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
-class Parser(ArgumentParser):
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+    def error(self, message: str) -> NoReturn:
         """A wrong type, unknown option or missing argument: one line and exit 2 (not usage)."""
-        if not self.exit_on_error:
-            super().error(message, ex)
-        parser = getattr(ex, "subcommand_parser", None) or self
-        where = parser.prog.replace(" [options]", "")
-        self.exit(2, f"reslab: error: {' '.join(message.split())} (see: {where} --help)\n")
+        self.exit(2, f"reslab: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _items(kind: type):
+    """A list option, written ``a,b,c`` or as JSON ``[a, b, c]``."""
+    def parse(text: str) -> tuple:
+        try:
+            values = json.loads(text) if text.strip().startswith("[") else [
+                v for v in text.split(",") if v.strip()]
+            return tuple(kind(v.strip() if isinstance(v, str) else v) for v in values)
+        except (ValueError, TypeError):
+            raise argparse.ArgumentTypeError(
+                f"not a list of {kind.__name__}: {text!r} (write a,b,c)") from None
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type, groups: tuple[str, ...],
+                       skip: frozenset[str] = frozenset()) -> None:
+    """One option per field of dataclass ``cls``, in argument groups by the field's
+    ``metadata["group"]``; booleans as ``--flag``/``--no-flag``."""
+    hints = typing.get_type_hints(cls)
+    existing = {g.title: g for g in parser._action_groups}
+    sections = {g: existing.get(f"{g} options") or parser.add_argument_group(f"{g} options")
+                for g in groups}
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        hint = _unwrap_optional(hints[field.name])
+        default = field.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = field.metadata["help"] + (
+            "" if default in (None, ()) or isinstance(default, bool) else f" (default: {shown})")
+        flag = "--" + field.name.replace("_", "-")
+        options: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS,
+                                       help=help_text)
+        if hint is bool:
+            options |= dict(action=argparse.BooleanOptionalAction,
+                            help=f"{field.metadata['help']} (default: "
+                                 f"{'on' if default else 'off'})")
+        elif typing.get_origin(hint) is typing.Literal:
+            options |= dict(choices=typing.get_args(hint), metavar="{" + ",".join(
+                typing.get_args(hint)) + "}")
+        elif typing.get_origin(hint) is tuple:
+            options |= dict(type=_items(typing.get_args(hint)[0]), metavar="A,B,...")
+        elif hint is float:
+            options |= dict(type=finite_float, metavar="X")
+        elif hint is int:
+            options |= dict(type=int, metavar="N")
+        else:
+            options |= dict(type=str, metavar=field.metadata.get("metavar", "TEXT"))
+        sections[field.metadata["group"]].add_argument(flag, **options)
+
+
+def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(namespace).items() if k in names}

@@ -5,85 +5,85 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from argparse import Namespace
+from pathlib import Path
 
-from jsonargparse import ActionConfigFile, Namespace
-
-from reslab.cli.parser import Parser
-from reslab.errors import UnknownNameError
-from reslab.training.config import PRESETS, TrainConfig, preset
-
-
-class _PresetAction(argparse.Action):
-    """``--preset NAME`` sets the preset's fields where it stands: later options override it,
-    like ``--config``."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        if value not in PRESETS:
-            try:
-                preset(value)
-            except UnknownNameError as error:  # one line, like every other reslab error
-                parser.exit(2, f"reslab: error: {error}\n")
-        for key, field_value in PRESETS[value].items():
-            namespace[key] = list(field_value) if isinstance(field_value, tuple) else field_value
-        namespace[self.dest] = value
-
-
-def _dashed_aliases(parser: Parser) -> None:
-    # dataclass fields are snake_case; the CLI spells them --batch-size (both are accepted)
-    for action in parser._actions:
-        for option in list(action.option_strings):
-            if option.startswith("--") and "_" in option:
-                dashed = option.replace("_", "-")
-                action.option_strings.insert(0, dashed)
-                parser._option_string_actions[dashed] = action
+from reslab.cli.parser import add_config_options, given
+from reslab.training.config import GROUPS, PRESETS, TrainConfig, read_config_file
 
 
 def register(subcommands) -> dict:
-    train = Parser(description="Train a model. Defaults: the `fast` preset.")
-    subcommands.add_subcommand("train", train, help="train a model (default: fast preset)")
-    train.add_argument("--config", action=ActionConfigFile, help="a YAML/JSON config file")
-    train.add_argument("--preset", action=_PresetAction, default=None,
-                       help=f"start from a recipe ({', '.join(PRESETS)}); later options override")
-    train.add_argument("--resume", default=None, metavar="RUN_DIR",
-                       help="continue a run from its last checkpoint, with its own config")
-    train.add_class_arguments(TrainConfig, as_group=False)
-    _dashed_aliases(train)
+    train = subcommands.add_parser(
+        "train", help="train a model (default: the fast preset)",
+        description="Train a model on a data set. Defaults: the `fast` preset. A preset and a "
+        "config file set defaults; options on the command line win, whatever their order.")
+    run = train.add_argument_group("run options")
+    run.add_argument("--preset", choices=list(PRESETS), default=None,
+                     help="start from a named recipe (default: fast)")
+    run.add_argument("--config", metavar="FILE", default=None,
+                     help="a YAML or JSON file of options (keys as in --print-config)")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved config as JSON and exit")
+    run.add_argument("--resume", default=None, metavar="RUN",
+                     help="continue a run (its directory, or a checkpoint in it) with its own "
+                     "config; more --epochs extend it")
+    add_config_options(train, TrainConfig, GROUPS)
 
-    evaluate = Parser(description="Evaluate a checkpoint or run directory.")
-    subcommands.add_subcommand("eval", evaluate, help="accuracy, per-class accuracy, confusion")
+    evaluate = subcommands.add_parser("eval", help="accuracy, per-class accuracy, confusion",
+                                      description="Evaluate a checkpoint or run directory.")
     evaluate.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
     evaluate.add_argument("--data", default=None, help="data set (default: the one trained on)")
-    evaluate.add_argument("--data-dir", default=None)
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--data-dir", default=None,
+                          help="folder to look in first for a built-in data set's files")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"],
+                          help="which split to evaluate (default: test)")
     evaluate.add_argument("--confusion", default=None, metavar="PNG",
                           help="also write the confusion matrix here")
-    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                          help="print JSON instead of a table")
 
-    predict = Parser(description="Top-k classes of image files.")
-    subcommands.add_subcommand("predict", predict, help="classify image files")
-    predict.add_argument("checkpoint")
-    predict.add_argument("images", nargs="+")
-    predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--json", action="store_true")
+    predict = subcommands.add_parser("predict", help="classify image files",
+                                     description="Top-k classes of image files.")
+    predict.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--top-k", type=int, default=3, help="classes to show (default: 3)")
+    predict.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                         help="print JSON instead of lines")
 
-    export = Parser(description="Export to ONNX, verified with onnxruntime.")
-    subcommands.add_subcommand("export", export, help="export a checkpoint to ONNX")
-    export.add_argument("checkpoint")
-    export.add_argument("--onnx", required=True, metavar="OUT")
-    export.add_argument("--opset", type=int, default=17)
+    export = subcommands.add_parser("export", help="export a checkpoint to ONNX",
+                                    description="Export to ONNX, verified with onnxruntime.")
+    export.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    export.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     return {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export}
 
 
+def resolve_options(ns: Namespace) -> tuple[str, dict]:
+    """The preset and the fields on top of it: the config file's, then the options given."""
+    options = read_config_file(ns.config) if ns.config else {}
+    name = options.pop("preset", None) if ns.preset is None else ns.preset
+    return name or "fast", options | given(ns, TrainConfig)
+
+
 def run_train(ns: Namespace) -> int:
-    from reslab.training.fit import train
+    from reslab.training.run import train
 
     if ns.resume:
-        result = train(resume=ns.resume, quiet=ns.quiet)
+        if ns.preset or ns.config:
+            raise_config_error("--resume continues a run with its own config: leave out "
+                               "--preset and --config")
+        if ns.print_config:
+            raise_config_error("--print-config with --resume: the run's config is in its "
+                               "config.json")
+        result = train(resume=ns.resume, **given(ns, TrainConfig))
     else:
-        values = {f.name: ns[f.name] for f in dataclasses.fields(TrainConfig)}
-        if ns.preset and values["warmup_lr"] is None:  # a preset's own rules, as preset() has
-            values["warmup_lr"] = preset(ns.preset, model=values["model"]).warmup_lr
-        result = train(TrainConfig(**values))
+        from reslab.training.config import preset
+
+        name, options = resolve_options(ns)
+        if ns.print_config:
+            print(json.dumps(preset(name, **options).to_dict(), indent=2))
+            return 0
+        result = train(preset_name=name, **options)
     test = result.test
     if not test:  # torchrun: ranks other than 0 neither evaluate nor report
         return 0
@@ -96,16 +96,22 @@ def run_train(ns: Namespace) -> int:
     return 0
 
 
+def raise_config_error(message: str):
+    from reslab.errors import ConfigError
+
+    raise ConfigError(message)
+
+
 def run_eval(ns: Namespace) -> int:
     from reslab.deploy import evaluate_checkpoint
-    from reslab.training.rundir import plot_confusion
+    from reslab.training.plots import plot_confusion
 
     result, meta = evaluate_checkpoint(ns.checkpoint, ns.data, split=ns.split,
                                        data_dir=ns.data_dir)
     per_class = result.per_class(meta["classes"])
     if ns.confusion:
-        plot_confusion(result.confusion, meta["classes"], __import__("pathlib").Path(
-            ns.confusion), f"{meta['model']}: {ns.split} accuracy {result.accuracy:.4f}")
+        plot_confusion(result.confusion, meta["classes"], Path(ns.confusion),
+                       f"{meta['model']}: {ns.split} accuracy {result.accuracy:.4f}")
     if ns.json:
         print(json.dumps({"accuracy": result.accuracy, "loss": result.loss,
                           "images": result.count, "per_class": per_class,

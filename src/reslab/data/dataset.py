@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,7 +17,14 @@ from reslab.data.fetch import ProgressCallback
 from reslab.data.folder import load_folder
 from reslab.data.idx import FASHION_MNIST, MNIST, load_idx_source
 from reslab.data.loader import BatchLoader
-from reslab.data.splits import ImageSplit, SourceInfo, Split, channel_stats, hold_out
+from reslab.data.splits import (
+    ImageSplit,
+    SourceInfo,
+    Split,
+    channel_stats,
+    fingerprint,
+    hold_out,
+)
 from reslab.errors import ConfigError, UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,12 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` as stored (before any loader resize)."""
         return self.train.image_shape
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run checks is still the data it trained on."""
+        return {"name": self.name, "classes": list(self.classes),
+                "sizes": {s: len(self.split(s)) for s in ("train", "val", "test")},
+                "fingerprint": {s: fingerprint(self.split(s)) for s in ("train", "val", "test")}}
 
     def split(self, name: str) -> ImageSplit:
         if name not in ("train", "val", "test"):

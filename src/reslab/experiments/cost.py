@@ -33,7 +33,7 @@ from reslab.experiments.report import (
 )
 from reslab.inspect import format_count, summary
 from reslab.models import ResNetSpec, build, create_model
-from reslab.training.fit import resolve_device
+from reslab.training.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 TITLE = "Cost: ResNet vs ResNeXt vs wide ResNet"

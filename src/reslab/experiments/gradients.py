@@ -25,7 +25,7 @@ from reslab.experiments.common import (
 )
 from reslab.experiments.report import count, markdown_table, new_figure, save_figure, write_report
 from reslab.models import build
-from reslab.training.fit import resolve_device
+from reslab.training.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 TITLE = "Gradients: per-layer gradient norms of plain and residual networks"

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from reslab.io import atomic_write_text
-from reslab.training.rundir import machine, save_figure, versions
+from reslab.training.plots import save_figure
+from reslab.training.rundir import machine, versions
 
 __all__ = ["count", "markdown_table", "mean_std", "new_figure", "noise", "percent",
            "save_figure", "write_report"]

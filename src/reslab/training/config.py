@@ -6,64 +6,113 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from reslab.errors import ConfigError, UnknownNameError, check_fields
 
 
+def option(default: Any, help: str, group: str, metavar: str | None = None) -> Any:
+    """A config field with its one-line description (``reslab train --help`` shows it), the
+    group of options it belongs to, and what its value is called there."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": group,
+                                                        "metavar": metavar or "TEXT"})
+
+
+GROUPS = ("data", "model", "optimisation", "augmentation", "speed", "run")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on. Defaults are the ``fast`` preset."""
 
-    # what to train, on what
-    model: str = "fast_resnet10"  # a zoo name (`reslab models`)
-    data: str = "fashion-mnist"  # fashion-mnist, mnist, cifar10, cifar100, or an image folder
-    data_dir: str | None = None
-    val_size: int | None = None  # images held out of training for model selection
-    train_subset: int | None = None  # train on the first N training images (quick trials)
-    resize: int | None = None  # resize images to this side (the d2l recipe: 96)
-    image_size: int | None = None  # image folders: decode images to this side (default 32)
-    channels: int | None = None  # image folders: 1 (grey) or 3 (RGB, the default)
-    # how long, how big
-    epochs: int = 8
-    max_steps: int | None = None  # stop after this many optimizer steps (the paper: 64k)
-    batch_size: int = 256
-    # optimiser and schedule
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.2
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    decay_bn_and_bias: bool = False  # weight decay on BN and bias parameters too
-    schedule: Literal["constant", "onecycle", "cosine", "multistep"] = "onecycle"
-    warmup_epochs: float = 1.0  # linear warm-up (cosine, multistep); onecycle's rise
-    milestones: tuple[int, ...] = ()  # multistep: steps where lr is multiplied by gamma
-    gamma: float = 0.1
-    warmup_lr: float | None = None  # constant lr until the training error falls below...
-    warmup_until_error: float = 0.8  # ...this (He et al. 2015, ResNet-110)
-    label_smoothing: float = 0.1
-    grad_clip: float | None = None  # max gradient norm
-    ema_decay: float | None = None  # keep an EMA of the weights and evaluate it
-    init: Literal["default", "xavier"] = "default"  # xavier: D2L's train_ch6
+    # data
+    data: str = option("fashion-mnist", "data set: fashion-mnist, mnist, cifar10, cifar100, or "
+                       "an image folder (a path or folder:PATH)", "data", "NAME")
+    data_dir: str | None = option(None, "folder to look in first for a built-in data set's "
+                                  "files", "data", "DIR")
+    val_size: int | None = option(None, "images held out of training for model selection "
+                                  "(default: 5000, a tenth of an image folder)", "data")
+    train_subset: int | None = option(None, "train on the first N training images only "
+                                      "(quick trials)", "data")
+    resize: int | None = option(None, "resize every batch to this side on the fly, any data "
+                                "set (the d2l recipe: 96)", "data")
+    image_size: int | None = option(None, "image folders: decode images to this side once, "
+                                    "when loading (default 32)", "data")
+    channels: int | None = option(None, "image folders: 1 (grey) or 3 (RGB, the default)",
+                                  "data")
+    # model
+    model: str = option("fast_resnet10", "a zoo model (`reslab models`)", "model", "NAME")
+    init: Literal["default", "xavier"] = option(
+        "default", "initial weights: the model's own, or xavier (D2L's train_ch6)", "model")
+    init_from: str | None = option(
+        None, "start from a weights file: a reslab checkpoint (brings its model) or a "
+        "torchvision/timm state dict (.pth, .safetensors; give --model)", "model", "FILE")
+    normalize: Literal["auto", "data", "imagenet"] = option(
+        "auto", "input normalisation: the data's own mean/std, ImageNet's, or auto (the "
+        "weights' own when starting from a file whose normalisation is known)", "model")
+    freeze: tuple[str, ...] = option(
+        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1)", "model")
+    freeze_until: str | None = option(
+        None, "freeze every part before this one (e.g. layer3: stem, layer1, layer2)", "model",
+        "PART")
+    # optimisation
+    epochs: int = option(8, "epochs to train (more on --resume extends a run)", "optimisation")
+    max_steps: int | None = option(None, "stop after this many optimizer steps (the paper: 64k)",
+                                   "optimisation")
+    batch_size: int = option(256, "images per optimizer step, over all processes",
+                             "optimisation")
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "sgd or adamw", "optimisation")
+    lr: float = option(0.2, "peak learning rate", "optimisation")
+    backbone_lr_scale: float = option(
+        1.0, "learning rate of everything but the classifier, as a fraction of --lr "
+        "(fine-tuning: e.g. 0.1)", "optimisation")
+    momentum: float = option(0.9, "SGD momentum (one-cycle: the upper bound)", "optimisation")
+    nesterov: bool = option(True, "Nesterov momentum (SGD)", "optimisation")
+    weight_decay: float = option(5e-4, "L2 weight decay", "optimisation")
+    decay_bn_and_bias: bool = option(False, "apply weight decay to BN and bias parameters too",
+                                     "optimisation")
+    schedule: Literal["constant", "onecycle", "cosine", "multistep"] = option(
+        "onecycle", "learning-rate schedule over the run", "optimisation")
+    warmup_epochs: float = option(1.0, "epochs of linear warm-up (cosine, multistep); "
+                                  "one-cycle's rising phase", "optimisation")
+    milestones: tuple[int, ...] = option((), "multistep: steps at which lr is multiplied by "
+                                         "gamma", "optimisation")
+    gamma: float = option(0.1, "multistep: the factor at each milestone", "optimisation")
+    warmup_lr: float | None = option(
+        None, "a constant low lr until the training error falls below --warmup-until-error "
+        "(He et al.'s ResNet-110)", "optimisation")
+    warmup_until_error: float = option(0.8, "training error that ends --warmup-lr",
+                                       "optimisation")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy loss",
+                                    "optimisation")
+    grad_clip: float | None = option(None, "clip the gradient norm to this", "optimisation")
+    ema_decay: float | None = option(None, "keep an exponential moving average of the weights "
+                                     "with this decay, and evaluate it", "optimisation")
     # augmentation (on whole batches)
-    crop_padding: int = 0  # random translation by up to this many pixels
-    flip: bool = True
-    erase: float = 0.0  # probability of random erasing (cutout)
-    tta_flip: bool = True  # average predictions over the image and its mirror at test time
+    crop_padding: int = option(0, "random translation by up to this many pixels",
+                               "augmentation")
+    flip: bool = option(True, "random horizontal flips", "augmentation")
+    erase: float = option(0.0, "probability of random erasing (cutout) per image",
+                          "augmentation")
+    tta_flip: bool = option(True, "at evaluation, average the predictions for each image and "
+                            "its mirror", "augmentation")
     # speed
-    # autocast dtype; auto: bf16 where the hardware has fast bf16 kernels, else fp32
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    threads: int | None = None  # CPU threads (default: torch's choice)
-    # reproducibility and bookkeeping
-    seed: int = 0
-    deterministic: bool = False  # bitwise-reproducible (and resumable) runs
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: once per epoch)
-    out: str | None = None  # run directory (default: runs/<model>-<time>)
-    quiet: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", "autocast precision; auto: bf16 where the hardware has fast bf16 kernels",
+        "speed")
+    channels_last: bool = option(True, "NHWC memory layout (faster convolutions)", "speed")
+    compile: bool = option(False, "torch.compile the model (pays off on long runs)", "speed")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", "speed",
+                         "DEVICE")
+    threads: int | None = option(None, "CPU threads (default: torch's choice)", "speed")
+    # the run
+    seed: int = option(0, "seed of the weights, the split and the augmentation", "run")
+    deterministic: bool = option(False, "bitwise-reproducible runs (slower kernels)", "run")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: at epoch ends)", "run")
+    out: str | None = option(None, "run directory (default: runs/MODEL-TIME)", "run", "DIR")
+    quiet: bool = option(False, "no progress output", "run")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -101,6 +150,24 @@ class TrainConfig:
         _choice(self, "schedule", ("constant", "onecycle", "cosine", "multistep"))
         _choice(self, "init", ("default", "xavier"))
         _choice(self, "precision", ("auto", "fp32", "bf16", "fp16"))
+        _choice(self, "normalize", ("auto", "data", "imagenet"))
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        limit = 4 * (os.cpu_count() or 1)
+        if self.threads is not None and self.threads > limit:
+            raise ConfigError(f"threads must be at most {limit} (4x this machine's "
+                              f"{os.cpu_count()} cores), got {self.threads}")
+        if not (_is_num(self.backbone_lr_scale) and 0 < self.backbone_lr_scale <= 1):
+            raise ConfigError("backbone_lr_scale must be in (0, 1], got "
+                              f"{self.backbone_lr_scale!r}")
+        if isinstance(self.freeze, str):  # "stem,layer1" from a config file
+            self.freeze = tuple(p for p in self.freeze.split(",") if p)
+        self.freeze = tuple(self.freeze)
+        if any(not isinstance(p, str) or not p for p in self.freeze):
+            raise ConfigError(f"freeze must name model parts, e.g. stem,layer1; got {self.freeze}")
+        for name in ("init_from", "freeze_until", "out", "data_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
         self.milestones = tuple(self.milestones)
         steps = self.milestones
         if any(not _is_int(m) or m <= 0 for m in steps) or list(steps) != sorted(steps):
@@ -108,7 +175,7 @@ class TrainConfig:
         if self.schedule == "multistep" and not steps:
             raise ConfigError("schedule multistep needs milestones, e.g. --milestones [32000]")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ConfigError("nesterov needs SGD with momentum > 0; add --nesterov false")
+            raise ConfigError("nesterov needs SGD with momentum > 0; add --no-nesterov")
 
     def replace(self, **changes: Any) -> TrainConfig:
         check_fields(TrainConfig, changes, ConfigError, "unknown training option")
@@ -157,6 +224,48 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if name == "paper-cifar" and values.get("model") == "resnet110" and "warmup_lr" not in values:
         values["warmup_lr"] = 0.01  # the paper's warm-up for ResNet-110 only
     return TrainConfig().replace(**values)
+
+
+CONFIG_FILE_LIMIT = 1 << 20  # bytes: a config is a page of options, never megabytes
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The options of a YAML or JSON config file (a mapping of TrainConfig fields, and
+    optionally ``preset``). YAML aliases are refused: a few hundred bytes of them can expand to
+    gigabytes, and a config has no need of them."""
+    import yaml
+
+    path = os.path.expanduser(path)
+    try:
+        with open(path, "rb") as file:
+            if not os.path.isfile(path):
+                raise ConfigError(f"--config {path} is not a regular file")
+            text = file.read(CONFIG_FILE_LIMIT + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
+    if len(text) > CONFIG_FILE_LIMIT:
+        raise ConfigError(f"--config {path} is over {CONFIG_FILE_LIMIT >> 20} MiB: not a config")
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise ConfigError(f"--config {path}: YAML aliases (*name) are not allowed")
+            return super().compose_node(parent, index)
+
+    try:
+        values = yaml.load(text, Loader=NoAliases)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"--config {path} is not valid YAML or JSON{at}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise ConfigError(f"--config {path} must be a mapping of options, like `epochs: 5`")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    check_fields(TrainConfig, [k for k in values if k != "preset"], ConfigError,
+                 f"--config {path}: unknown option")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def _is_int(v: Any) -> bool:

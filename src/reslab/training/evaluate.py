@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reslab.training.runtime import autocast
 
 
 @dataclass
@@ -23,14 +24,6 @@ class EvalResult:
     def per_class(self, classes: list[str]) -> dict[str, float]:
         totals = self.confusion.sum(dim=1).clamp(min=1)
         return {c: float(self.confusion[i, i] / totals[i]) for i, c in enumerate(classes)}
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a resolved precision ("fp32" means none)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""A run directory: what a training run leaves behind, and the lock that keeps it its own.
+"""A run directory: the paths of what a training run leaves behind, its files written whole,
+and the lock that keeps it its own.
 
 runs/<name>/
   config.json          resolved config, versions, machine
   metrics.jsonl        one line per epoch
-  curves.png           train loss, train accuracy, validation accuracy against epoch (D2L's view)
+  curves.png           loss and accuracy (training and validation) against epoch
   tensorboard/         event files
   checkpoints/         last.safetensors, best.safetensors
   results.json         final test accuracy, per-class accuracy
@@ -13,7 +14,6 @@ runs/<name>/
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import platform
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from reslab.errors import ConfigError
-from reslab.io import atomic_write_bytes, atomic_write_text
+from reslab.io import atomic_write_text
 
 
 class RunDir:
@@ -102,52 +102,6 @@ class RunDir:
 
             self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
         return self._tensorboard
-
-
-def save_figure(figure, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    """D2L's train_ch6 view: train loss, train accuracy and validation accuracy by epoch."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4))
-    ax = figure.subplots()
-    epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["train_loss"] for row in history], label="train loss")
-    ax.plot(epochs, [row["train_acc"] for row in history], "--", label="train acc")
-    if any(row["val_acc"] is not None for row in history):
-        ax.plot(epochs, [row["val_acc"] for row in history], "-.", label="val acc")
-    ax.set_xlabel("epoch")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(figure, path)
-
-
-def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path, title: str) -> None:
-    from matplotlib.figure import Figure
-
-    n = len(classes)
-    figure = Figure(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
-    ax = figure.subplots()
-    counts = matrix.numpy()
-    ax.imshow(counts, cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 20:
-        top = counts.max() or 1
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if counts[i, j] > top / 2 else "black")
-    save_figure(figure, path)
 
 
 def versions() -> dict[str, str]:

@@ -1,0 +1,163 @@
+"""Starting a run from weights: the model a weights file calls for, its normalisation, which
+parts stay frozen, and which layer is the head (for a lower backbone learning rate)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data import Dataset
+from reslab.errors import ConfigError, ReslabError, WeightsError
+from reslab.models import ResNetSpec, build, create_model, load_weights, read_metadata
+from reslab.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Start:
+    """A model ready to train, and what to tell the user about how it was made."""
+
+    model: nn.Module
+    data: Dataset  # with the normalisation the model is trained under
+    config: TrainConfig  # with the model name a checkpoint brought
+    notes: list[str] = field(default_factory=list)
+    frozen: tuple[str, ...] = ()
+
+
+def reslab_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The metadata of a reslab checkpoint, or None for a plain state-dict file."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    meta = read_metadata(path)
+    return meta if "model" in meta else None
+
+
+def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) -> Start:
+    """The model of a run with ``init_from``: a reslab checkpoint brings its spec (a grown
+    depth, its channels) and normalisation; a torchvision/timm state dict needs ``--model``.
+    A different class count swaps the head, a different channel count adapts the first conv."""
+    path = Path(config.init_from).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--init-from {path}: no such file; give a weights file (.pth, "
+                          ".safetensors) or a reslab checkpoint")
+    meta = reslab_metadata(path)
+    channels, classes = data.image_shape[0], len(data.classes)
+    notes = []
+    if meta is not None:
+        if model_given and config.model != meta["model"]:
+            raise ConfigError(f"--model {config.model} disagrees with --init-from {path}, a "
+                              f"checkpoint of {meta['model']}: leave --model out")
+        config = config.replace(model=meta["model"])
+        model = _from_spec(meta, path, classes, channels)
+        source = f"reslab checkpoint of {meta['model']}"
+        if meta.get("spec") and "depths" in meta["spec"]:
+            source += f" (depths {meta['spec']['depths']})"
+        own = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta else None
+    else:
+        if not model_given:
+            raise ConfigError(f"--init-from {path} is a plain state dict: give --model NAME, "
+                              "the architecture it was saved from")
+        model = create_model(config.model, num_classes=classes, in_channels=channels)
+        source = f"state dict for {config.model}"
+        own = _pretrained_normalisation(config.model)
+    report = load_weights(model, path)
+    notes.append(f"init: weights from {path} ({source})")
+    if report.dropped:
+        notes.append(f"head: replaced for {classes} classes ({', '.join(report.dropped)} "
+                     "dropped, freshly initialised)")
+    if report.adapted:
+        notes.append(f"first conv: adapted to {channels} input channel(s) "
+                     f"({', '.join(report.adapted)})")
+    data, note = _normalisation(config.normalize, own, data)
+    notes.append(note)
+    return Start(model, data, config, notes)
+
+
+def _from_spec(meta: dict[str, Any], path: Path, classes: int, channels: int) -> nn.Module:
+    try:
+        if meta.get("spec"):
+            spec = ResNetSpec.from_dict(meta["spec"])
+            spec = spec.replace(num_classes=classes, in_channels=channels)
+            with torch.device("meta"):  # a header describing a huge net allocates nothing
+                build(spec)
+            return build(spec)
+        return create_model(meta["model"], num_classes=classes, in_channels=channels)
+    except (ReslabError, TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: its metadata describes no model reslab can build "
+                           f"({error})") from None
+
+
+def _pretrained_normalisation(name: str) -> tuple[tuple, tuple] | None:
+    """The mean/std a zoo model's published weights were trained with, where known."""
+    try:
+        from reslab.models import pretrained_cfg
+    except ImportError:
+        return None
+    cfg = pretrained_cfg(name)
+    return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else None
+
+
+def _normalisation(choice: str, own: tuple[tuple, tuple] | None,
+                   data: Dataset) -> tuple[Dataset, str]:
+    """``data`` with the mean/std the run normalises with, and a line that says which."""
+    if choice == "data" or (choice == "auto" and own is None):
+        why = "asked for" if choice == "data" else "the weights' own is not known"
+        return data, f"normalisation: the data's own mean/std ({why})"
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if choice == "imagenet" else own
+    name = "ImageNet's" if choice == "imagenet" else "the weights' own"
+    channels = data.image_shape[0]
+    if len(mean) != channels:  # grey data on RGB weights: one value, the channels' average
+        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    rounded = ", ".join(f"{m:.3f}/{s:.3f}" for m, s in zip(mean, std, strict=True))
+    return (dataclasses.replace(data, mean=tuple(mean), std=tuple(std)),
+            f"normalisation: {name} mean/std ({rounded})")
+
+
+def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The parts ``--freeze`` names, in order: stem, each stage, head."""
+    stages = list(getattr(model, "stage_names", []))
+    if not stages:
+        raise ConfigError(f"{type(model).__name__} has no stages to freeze")
+    top = stages[0].split(".")[0]
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    first = names.index(top)
+    last = names.index(stages[-1].split(".")[0])
+    parts = {"stem": [m for _, m in children[:first]]}
+    parts |= {s: [model.get_submodule(s)] for s in stages}
+    parts["head"] = [m for _, m in children[last + 1:]]
+    return parts
+
+
+def freeze(model: nn.Module, names: tuple[str, ...], until: str | None) -> tuple[str, ...]:
+    """Stop the named parts learning: no gradients, no optimizer step, and (in the loop) no
+    change to their BN statistics. Returns the parts frozen, in order."""
+    if not names and until is None:
+        return ()
+    parts = model_parts(model)
+    order = list(parts)
+    for name in [*names, *([until] if until else [])]:
+        if name not in parts:
+            raise ConfigError(f"cannot freeze {name!r}: {type(model).__name__} has the parts "
+                              f"{', '.join(order)}")
+    chosen = set(names) | (set(order[:order.index(until)]) if until else set())
+    for name in chosen:
+        for module in parts[name]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+            for m in module.modules():
+                m.reslab_frozen = True  # read by the loop: BN statistics stay as they are
+    return tuple(n for n in order if n in chosen)
+
+
+def classifier(model: nn.Module) -> nn.Module | None:
+    get = getattr(model, "get_classifier", None)
+    return get() if get is not None else None

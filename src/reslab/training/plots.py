@@ -1,0 +1,64 @@
+"""The pictures a run leaves: learning curves and the confusion matrix, as PNG files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reslab.io import atomic_write_bytes
+
+
+def save_figure(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Loss (left) and accuracy (right) of training and validation against the epoch, with
+    markers so that a run of one or two epochs shows its points."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(9, 3.6))
+    loss_ax, acc_ax = figure.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for ax, key, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", ms=4, label="training")
+        if any(row[f"val_{key}"] is not None for row in history):
+            ax.plot(epochs, [row[f"val_{key}"] for row in history], "s--", ms=4,
+                    label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:  # one point: an axis around it, not 0.96-1.04
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    n = len(classes)
+    figure = Figure(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax = figure.subplots()
+    counts = matrix.numpy()
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        top = counts.max() or 1
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if counts[i, j] > top / 2 else "black")
+    save_figure(figure, path)

@@ -1,0 +1,185 @@
+"""``reslab.train``: a run from a config — new, started from weights, or resumed — built and
+checked before any work, then trained by ``loop.fit``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.data import Dataset, load_dataset
+from reslab.errors import ConfigError, WeightsError
+from reslab.models import ResNetSpec, build, create_model, read_metadata
+from reslab.training.config import TrainConfig, preset
+from reslab.training.finetune import classifier, freeze, start_from_weights
+from reslab.training.loop import EpochHook, FitResult, fit
+from reslab.training.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+# what --resume lets change: how the run is watched and where it computes, and its length
+RESUMABLE_CHANGES = frozenset({"quiet", "threads", "checkpoint_every", "device", "epochs",
+                               "max_steps"})
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    preset_name: str | None = None,
+    resume: str | Path | None = None,
+    on_epoch_end: EpochHook | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> FitResult:
+    """Train a zoo model on a data set: ``reslab.train(preset_name="d2l", epochs=2)``.
+
+    ``options`` are TrainConfig fields; they win over the preset (default ``fast``) or the
+    ``config`` given. ``resume``: a run directory (or a checkpoint in it) to continue, with its
+    own config; only ``RESUMABLE_CHANGES`` may be given then, and more ``epochs`` extend it.
+    ``progress=False`` (or ``quiet=True``) shows nothing while it trains.
+    ``on_epoch_end(row, model)``: called after each epoch (see ``fit``).
+    """
+    if not progress:
+        options["quiet"] = True
+    if resume is not None:
+        if config is not None or preset_name is not None:
+            raise ConfigError("a resumed run keeps its own config: give options, not a config "
+                              "or preset")
+        return _resume(Path(resume).expanduser(), options, on_epoch_end)
+    model_given = "model" in options or (config is not None
+                                         and config.model != TrainConfig.model)
+    if config is None:
+        config = preset(preset_name or "fast", **options)
+    elif options:
+        config = config.replace(**options)
+    config.validate()
+    data = _load_data(config)
+    torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
+    notes: list[str] = []
+    if config.init_from is not None:
+        start = start_from_weights(config, data, model_given)
+        model, data, config, notes = start.model, start.data, start.config, start.notes
+    else:
+        model = create_model(config.model, num_classes=len(data.classes),
+                             in_channels=data.image_shape[0])
+        if config.init == "xavier":
+            log.info("init: Xavier-uniform conv and linear weights (D2L's train_ch6)")
+            xavier_init(model)
+    notes += _freeze(model, config)
+    return fit(model, data, config, on_epoch_end=on_epoch_end, head=classifier(model),
+               notes=notes)
+
+
+def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
+    run = _run_of(path)
+    meta = read_metadata(run.last)
+    saved = _saved_config(meta, run.last)
+    saved.replace(**options)  # an unknown option is refused here, with a suggestion
+    refused = [f"{k} (saved {getattr(saved, k)!r}, given {v!r})" for k, v in options.items()
+               if k not in RESUMABLE_CHANGES and getattr(saved, k) != _as_saved(v)]
+    if refused:
+        raise ConfigError(f"--resume continues {run.path} as it was set up; these cannot "
+                          f"change: {', '.join(refused)}. Start a new run instead (--init-from "
+                          f"{run.last} keeps the weights)")
+    config = saved.replace(**options)
+    _check_length(config, meta, run.last)
+    data = _load_data(config)
+    if config.init_from is not None:  # the run was normalised as the weights were
+        data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    _check_same_data(meta.get("data_identity"), data.identity(), run.path)
+    model = _model_of(meta, config, data, run.last)
+    notes = _freeze(model, config)
+    return fit(model, data, config, run_dir=run.path, resume=True, on_epoch_end=on_epoch_end,
+               head=classifier(model), notes=notes)
+
+
+def _run_of(path: Path) -> RunDir:
+    """The run a --resume path names: its directory, or any checkpoint inside it."""
+    if path.is_file() and path.parent.name == "checkpoints":
+        path = path.parent.parent
+    run = RunDir(path)
+    if not path.is_dir():
+        raise ConfigError(f"--resume {path}: no such run directory")
+    if not run.last.is_file():
+        raise ConfigError(f"nothing to resume in {run.path}: it has no checkpoints/"
+                          f"{run.last.name} (a run stopped before its first checkpoint starts "
+                          "again from the beginning)")
+    return run
+
+
+def _saved_config(meta: dict[str, Any], path: Path) -> TrainConfig:
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise WeightsError(f"{path} holds no run config, so it cannot be resumed; start a new "
+                           f"run from its weights with --init-from {path}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown := sorted(set(saved) - names):
+        raise WeightsError(f"{path}: its config has field(s) {', '.join(unknown)} that this "
+                           "reslab does not know (written by a newer version?); resume it with "
+                           "that version")
+    try:
+        return TrainConfig(**{k: _as_saved(v) for k, v in saved.items()})
+    except (ConfigError, TypeError) as error:
+        raise WeightsError(f"{path}: its config is damaged or was edited ({error})") from None
+
+
+def _as_saved(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_length(config: TrainConfig, meta: dict[str, Any], path: Path) -> None:
+    done = meta.get("epoch", 0)
+    if isinstance(done, int) and config.epochs < done:
+        raise ConfigError(f"--epochs {config.epochs} is fewer than the {done} epochs {path} has "
+                          "already trained; a run can be extended, not shortened")
+
+
+def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], run: Path) -> None:
+    if saved is None:  # a run from before data identities were recorded
+        return
+    changes = []
+    if saved.get("classes") != now["classes"]:
+        changes.append(f"classes {saved.get('classes')} -> {now['classes']}")
+    for split, size in now["sizes"].items():
+        before = (saved.get("sizes") or {}).get(split)
+        if before != size:
+            changes.append(f"{split} {before} -> {size} images")
+    if not changes and saved.get("fingerprint") != now["fingerprint"]:
+        changes.append("same sizes, different content")
+    if changes:
+        raise ConfigError(f"the data of {run} changed since the run started ({'; '.join(changes)})"
+                          ": resuming would mix two data sets; start a new run (--init-from "
+                          "keeps the weights)")
+
+
+def _model_of(meta: dict[str, Any], config: TrainConfig, data: Dataset, path: Path) -> nn.Module:
+    """The architecture the run trains, from its checkpoint (a grown spec included)."""
+    if meta.get("spec"):
+        try:
+            return build(ResNetSpec.from_dict(meta["spec"]))
+        except (ValueError, TypeError) as error:
+            raise WeightsError(f"{path}: its spec is damaged or was edited ({error})") from None
+    return create_model(config.model, num_classes=len(data.classes),
+                        in_channels=data.image_shape[0])
+
+
+def _load_data(config: TrainConfig) -> Dataset:
+    return load_dataset(config.data, config.data_dir, val_size=config.val_size, seed=config.seed,
+                        image_size=config.image_size, channels=config.channels)
+
+
+def _freeze(model: nn.Module, config: TrainConfig) -> list[str]:
+    frozen = freeze(model, config.freeze, config.freeze_until)
+    return [f"frozen: {', '.join(frozen)} (weights and BN statistics)"] if frozen else []
+
+
+def xavier_init(model: nn.Module) -> None:
+    """D2L's ``init_weights``: Xavier-uniform weights of every Linear and Conv2d."""
+    torch.manual_seed(0)  # the init is part of the recipe, so make it the same every run
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)

@@ -1,0 +1,119 @@
+"""Everything a run writes into its directory, called by the loop at its events: the start
+(config.json), a checkpoint, an epoch's end (best/last checkpoints, metrics.jsonl, curves.png,
+TensorBoard) and the finish (results.json, confusion.png). Only the main process writes.
+
+A full or read-only disk stops the run with one line and the last good files intact."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from reslab.errors import ConfigError, TrainingError
+from reslab.training.checkpoint import save_checkpoint
+from reslab.training.plots import plot_confusion, plot_curves
+from reslab.training.rundir import RunDir
+from reslab.training.state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+class RunWriter:
+    def __init__(self, path: str | Path, *, active: bool = True):
+        self.run = RunDir(path)
+        self.active = active
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    def open(self, config: dict[str, Any], *, resume: bool) -> RunWriter:
+        """Hold the directory; a new run also checks it is free and records its config."""
+        if not self.active:
+            return self
+        if not resume:
+            _check_fresh(self.run.path)
+        self.run.lock()
+        if not resume:
+            if self.run.last.exists():
+                raise ConfigError(f"{self.path} already holds a run: resume it with --resume "
+                                  f"{self.path}, or choose another --out")
+            _write(self.run.config, lambda: self.run.write_config(config))
+        elif config is not None:  # an extended run records its new length
+            _write(self.run.config, lambda: self.run.write_config(config))
+        return self
+
+    def close(self) -> None:
+        self.run.unlock()
+
+    def checkpoint(self, state: TrainState, meta: dict[str, Any]) -> None:
+        """The resumable ``last`` checkpoint, with the counters as they stand."""
+        if self.active:
+            _write(self.run.last, lambda: save_checkpoint(
+                self.run.last, state.model.state_dict(), meta | _progress(state),
+                state.state_dict()))
+
+    def epoch_end(self, state: TrainState, meta: dict[str, Any], *, best: bool,
+                  title: str) -> None:
+        if not self.active:
+            return
+        history = state.counters.history
+        if best:
+            _write(self.run.best, lambda: save_checkpoint(
+                self.run.best, state.evaluated.state_dict(), meta | _progress(state)))
+        self.checkpoint(state, meta)
+        _write(self.run.metrics, lambda: self.run.write_metrics(history))
+        _write(self.run.curves, lambda: plot_curves(history, self.run.curves, title))
+        self._tensorboard(history[-1])
+
+    def metrics(self, state: TrainState) -> None:
+        """Rewrite metrics.jsonl from the counters (a crash may have left it behind them)."""
+        if self.active:
+            _write(self.run.metrics, lambda: self.run.write_metrics(state.counters.history))
+
+    def finish(self, results: dict[str, Any], confusion, classes: list[str], title: str) -> None:
+        if self.active:
+            _write(self.run.results, lambda: self.run.write_results(results))
+            _write(self.run.confusion, lambda: plot_confusion(confusion, classes,
+                                                              self.run.confusion, title))
+
+    def _tensorboard(self, row: dict[str, Any]) -> None:
+        try:
+            writer = self.run.tensorboard()
+        except ImportError:  # tensorboard is optional
+            return
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
+            if row[key] is not None:
+                writer.add_scalar(key, row[key], row["step"])
+        writer.flush()
+
+
+def _progress(state: TrainState) -> dict[str, Any]:
+    history = state.counters.history
+    return {"epoch": state.counters.epoch, "step": state.counters.step,
+            "metrics": history[-1] if history else {}}
+
+
+def _check_fresh(path: Path) -> None:
+    """A new run goes into a new or empty folder, or one of reslab's own runs (which the
+    lock and the 'already holds a run' check then guard): never over a user's files."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder: choose another --out")
+    entries = {p.name for p in path.iterdir()} - {".lock"}
+    if entries and not entries & {"config.json", "checkpoints"}:
+        raise ConfigError(f"--out {path} is a folder that holds files but no reslab run; "
+                          "choose a new or empty folder")
+
+
+def _write(path: Path, write) -> None:
+    """Run a write; a full or read-only disk stops the run with the last good files intact."""
+    try:
+        write()
+    except OSError as error:
+        raise TrainingError(
+            f"cannot write {path}: {error.strerror or error}; the run stops here and its last "
+            "good checkpoint is kept (free space or fix permissions, then --resume)"
+        ) from None
