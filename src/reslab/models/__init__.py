@@ -3,6 +3,12 @@
 from reslab.models.attention import ATTENTION, register_attention
 from reslab.models.blocks import UNITS, PadShortcut, ResidualUnit, register_unit
 from reslab.models.build import ResNet, build
+from reslab.models.features import (
+    FeatureInfo,
+    FeatureNet,
+    create_feature_extractor,
+    get_graph_node_names,
+)
 from reslab.models.layers import (
     ACTIVATIONS,
     ANTI_ALIAS,
@@ -34,5 +40,6 @@ __all__ = [
     "TIMM_FAMILY", "PretrainedCfg", "pretrained_cfg", "Naming", "StemPool",
     "ATTENTION", "ACTIVATIONS", "ANTI_ALIAS", "NORMS", "UNITS", "AntiAlias",
     "register_attention", "register_act", "register_anti_alias", "register_norm",
-    "register_unit",
+    "register_unit", "FeatureInfo", "FeatureNet", "create_feature_extractor",
+    "get_graph_node_names",
 ]

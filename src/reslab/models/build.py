@@ -42,6 +42,19 @@ class ConvClassifier(nn.Module):
         return torch.flatten(self.fc(x[..., None, None]), 1)
 
 
+class FeatureInfo(list):
+    """One dict per feature map: ``num_chs``, ``reduction``, ``module``; timm's getters."""
+
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self]
+
+    def reduction(self) -> list[int]:
+        return [info["reduction"] for info in self]
+
+    def module_name(self) -> list[str]:
+        return [info["module"] for info in self]
+
+
 def unit_drop_rates(spec: ResNetSpec) -> list[float]:
     """Stochastic depth per unit, rising linearly from 0 to ``drop_path_rate`` (timm's rule)."""
     n = sum(spec.depths)
@@ -163,7 +176,7 @@ class ResNet(nn.Module):
         return features
 
     @property
-    def feature_info(self) -> list[dict]:
+    def feature_info(self) -> FeatureInfo:
         """Channels, reduction (input side / map side) and module of each map
         ``forward_intermediates`` gives, as timm describes its feature maps."""
         spec = self.spec
@@ -173,7 +186,7 @@ class ResNet(nn.Module):
         for i, (name, width) in enumerate(zip(self.stage_names, spec.widths, strict=True)):
             reduction *= 2 if i > 0 else 1
             info.append(dict(num_chs=width * spec.expansion, reduction=reduction, module=name))
-        return info
+        return FeatureInfo(info)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_stem(x)

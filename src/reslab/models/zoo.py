@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from reslab.errors import SpecError, UnknownNameError
 from reslab.models.build import build
+from reslab.models.features import FeatureNet
 from reslab.models.lenet import LeNetBN
 from reslab.models.pretrained import CFGS
 from reslab.models.spec import ResNetSpec
@@ -171,14 +172,24 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     weights: str | os.PathLike | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a zoo model, e.g. ``create_model("resnet50", num_classes=10, in_channels=1)``.
 
     ``weights``: a torchvision/timm/reslab weights file to start from; a classifier of
     another size is replaced and a 3-channel first conv adapted (see ``load_weights``).
+    ``features_only``: the network without its head, returning the maps at ``out_indices``
+    (0: the stem, i: stage i; all by default) and describing them in ``feature_info``.
     """
-    model = _create(name, num_classes, in_channels, overrides)
+    if features_only:
+        spec = get_spec(name, num_classes=num_classes, in_channels=in_channels, **overrides)
+        model = FeatureNet(spec, out_indices)
+    elif out_indices is not None:
+        raise SpecError("out_indices chooses feature maps: pass features_only=True with it")
+    else:
+        model = _create(name, num_classes, in_channels, overrides)
     if weights is not None:
         load_weights(model, weights)
     return model
