@@ -112,3 +112,20 @@ def test_names_are_checked_when_the_spec_is_made():
         register_attention("se", SpatialGate)
     with pytest.raises(SpecError, match="identifier"):
         register_attention("my gate", SpatialGate)
+
+
+def test_a_unit_kind_without_zero_init_last_is_refused_where_it_is_needed():
+    class Bare(nn.Module):
+        def __init__(self, spec, in_channels, width, stride, drop_path):
+            super().__init__()
+            self.out_channels = width * spec.expansion
+            self.conv = nn.Conv2d(in_channels, self.out_channels, 3, stride, 1)
+
+        def forward(self, x):
+            return self.conv(x).relu()
+
+    register_unit("test_bare", Bare, replace=True)
+    model = reslab.build(ResNetSpec(**SMALL, unit="test_bare"))  # builds and runs
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 3)
+    with pytest.raises(SpecError, match="Bare units have no zero_init_last"):
+        reslab.build(ResNetSpec(**SMALL, unit="test_bare", zero_init_residual=True))

@@ -39,7 +39,7 @@ from reslab.experiments.report import (
     write_report,
 )
 from reslab.models import Ordering, ResNet, Shortcut, build
-from reslab.models.blocks import UNITS
+from reslab.models.blocks import UNITS, zero_init_last
 from reslab.training.checkpoint import (
     model_from_checkpoint,
     resolve_checkpoint,
@@ -92,7 +92,7 @@ def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNe
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         if shortcut:
-            unit.zero_init_last()  # every unit kind must have it to be grown exactly
+            zero_init_last(unit)
         unit.to(device=reference.device, dtype=reference.dtype)
         if channels_last:
             unit.to(memory_format=torch.channels_last)

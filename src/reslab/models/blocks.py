@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.errors import SpecError
 from reslab.models.attention import ATTENTION
 from reslab.models.layers import ACTIVATIONS, ANTI_ALIAS, NORMS, DropPath
 from reslab.models.registry import Registry
@@ -254,3 +255,12 @@ class ResidualUnit(nn.Module):
 
 
 register_unit("residual", ResidualUnit.from_spec)
+
+
+def zero_init_last(unit: nn.Module) -> None:
+    """Zero ``unit``'s branch so that it starts as the identity; a registered unit kind
+    must define ``zero_init_last()`` for ``zero_init_residual`` and ``grow``."""
+    if not hasattr(unit, "zero_init_last"):
+        raise SpecError(f"{type(unit).__name__} units have no zero_init_last(): define it "
+                        "(zero the branch's last norm) to use zero_init_residual or grow")
+    unit.zero_init_last()

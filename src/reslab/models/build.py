@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from reslab.models.blocks import UNITS, ResidualUnit
+from reslab.models.blocks import UNITS, zero_init_last
 from reslab.models.layers import ACTIVATIONS, NORMS
 from reslab.models.spec import Naming, Ordering, ResNetSpec, Stem
 from reslab.models.stems import stem_layers
@@ -148,8 +148,7 @@ class ResNet(nn.Module):
     def zero_init_residual(self) -> None:
         """Zero each branch's last norm (or conv): every identity-shortcut unit starts as x."""
         for unit in self.units():
-            if isinstance(unit, ResidualUnit) or hasattr(unit, "zero_init_last"):
-                unit.zero_init_last()
+            zero_init_last(unit)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         for module in self.stem_modules():
