@@ -75,3 +75,22 @@ def test_each_variant_trains_a_step_at_small_size(name):
     y.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
     assert model.eval()(x).shape == (2, 5)
+
+
+def test_the_model_carries_its_pretrained_cfg():
+    with torch.device("meta"):
+        assert reslab.create_model("resnetrs50").pretrained_cfg.input_size == (3, 160, 160)
+        assert reslab.create_model("resnet50", features_only=True).pretrained_cfg == TORCHVISION
+        assert reslab.create_model("resnet20").pretrained_cfg is None
+
+
+def test_a_resnetv2_weights_file_fine_tunes_with_a_new_conv_head():
+    spec = reslab.get_spec("resnetv2_50d").replace(depths=(1, 1, 1, 1), num_classes=1000)
+    published = reslab.build(spec).state_dict()
+    model = reslab.build(spec.replace(num_classes=5, in_channels=1))
+    report = reslab.load_weights(model, published)
+    assert report.dropped == ["head.fc.weight", "head.fc.bias"]
+    assert report.adapted == ["stem.conv1.weight"]
+    torch.testing.assert_close(model.stem.conv1.weight,
+                               published["stem.conv1.weight"].sum(1, keepdim=True))
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 5)

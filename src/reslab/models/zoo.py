@@ -13,7 +13,7 @@ from reslab.errors import SpecError, UnknownNameError
 from reslab.models.build import build
 from reslab.models.features import FeatureNet
 from reslab.models.lenet import LeNetBN
-from reslab.models.pretrained import CFGS
+from reslab.models.pretrained import CFGS, pretrained_cfg
 from reslab.models.spec import ResNetSpec
 from reslab.models.weights import load_weights
 
@@ -180,6 +180,8 @@ def create_model(
 
     ``weights``: a torchvision/timm/reslab weights file to start from; a classifier of
     another size is replaced and a 3-channel first conv adapted (see ``load_weights``).
+    The model carries ``pretrained_cfg``: input size, mean/std, interpolation and crop of
+    the published weights of ``name`` (None if none are published).
     ``features_only``: the network without its head, returning the maps at ``out_indices``
     (0: the stem, i: stage i; all by default) and describing them in ``feature_info``.
     """
@@ -190,6 +192,8 @@ def create_model(
         raise SpecError("out_indices chooses feature maps: pass features_only=True with it")
     else:
         model = _create(name, num_classes, in_channels, overrides)
+    # how the published weights of this name expect their images (None: none published)
+    model.pretrained_cfg = pretrained_cfg(name)
     if weights is not None:
         load_weights(model, weights)
     return model
