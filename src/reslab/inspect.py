@@ -222,6 +222,8 @@ def _segments(model: nn.Module) -> list[_Segment]:
             segments.append(_Segment("norm", "head", model.norm, (model.norm,)))
         if not isinstance(model.final_act, nn.Identity):  # pre-activation nets' last BN-ReLU
             segments.append(_Segment("final_act", "head", model.final_act, (model.final_act,)))
+        if not hasattr(model, "avgpool"):  # a features_only backbone: no head at all
+            return segments
         segments.append(_Segment("avgpool", "head", model.avgpool, (model.avgpool,)))
         classifier = model.get_classifier()
         if not isinstance(classifier, nn.Identity):

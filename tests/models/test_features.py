@@ -91,3 +91,12 @@ def test_feature_extractor_returns_the_nodes_asked_for(name):
 def test_unknown_node_is_refused_with_the_way_to_list_them():
     with pytest.raises(ConfigError, match="get_graph_node_names"):
         create_feature_extractor(reslab.create_model("resnet18"), ["layer9"])
+
+
+def test_a_features_only_backbone_is_summarised_without_a_head():
+    from reslab.inspect import summary
+
+    backbone = reslab.create_model("resnet18", features_only=True)
+    s = summary(backbone, "3x64x64")
+    assert [row.name for row in s.rows] == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert s.params == summary("resnet18").params - (512 * 1000 + 1000)
