@@ -108,6 +108,12 @@ def test_names_are_checked_when_the_spec_is_made():
         ResNetSpec(attention="sse")
     with pytest.raises(SpecError, match="unknown norm 'layernorm'.*batchnorm, groupnorm"):
         ResNetSpec(norm="layernorm")
+    with pytest.raises(SpecError, match="attention is None"):
+        ResNetSpec(attention_ratio=0.25)
+    with pytest.raises(SpecError, match="avg_down pools before a 1x1-conv shortcut"):
+        ResNetSpec(avg_down=True, shortcut="pad", stem="cifar", widths=(64, 128, 256, 512))
+    with pytest.raises(SpecError, match="use ordering='full_preact'"):
+        ResNetSpec(naming="resnetv2")
     with pytest.raises(SpecError, match="already registered"):
         register_attention("se", SpatialGate)
     with pytest.raises(SpecError, match="identifier"):

@@ -190,6 +190,9 @@ class ResNetSpec:
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float)
                                   or not 0 < ratio <= 1):
             raise SpecError(f"attention_ratio must be a number in (0, 1] or None, got {ratio!r}")
+        if ratio is not None and self.attention is None:
+            raise SpecError("attention_ratio sets the attention's reduction, but attention is "
+                            "None: name one (e.g. attention='se') or leave the ratio out")
         rate = self.drop_path_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
             raise SpecError(f"drop_path_rate must be a number in [0, 1), got {rate!r}")
