@@ -215,16 +215,20 @@ class _Segment:
 
 def _segments(model: nn.Module) -> list[_Segment]:
     if isinstance(model, ResNet):
-        segments = [_Segment("stem", "stem", model.forward_stem,
-                             (model.conv1, model.bn1, model.relu, model.maxpool))]
-        segments += [_Segment(name, "stage", getattr(model, name), (getattr(model, name),))
-                     for name in model.stage_names]
+        segments = [_Segment("stem", "stem", model.forward_stem, tuple(model.stem_modules()))]
+        segments += [_Segment(name, "stage", model.get_submodule(name),
+                              (model.get_submodule(name),)) for name in model.stage_names]
+        if model.norm is not None:  # ResNetV2's last norm (and act, below)
+            segments.append(_Segment("norm", "head", model.norm, (model.norm,)))
         if not isinstance(model.final_act, nn.Identity):  # pre-activation nets' last BN-ReLU
             segments.append(_Segment("final_act", "head", model.final_act, (model.final_act,)))
+        if not hasattr(model, "avgpool"):  # a features_only backbone: no head at all
+            return segments
         segments.append(_Segment("avgpool", "head", model.avgpool, (model.avgpool,)))
-        if not isinstance(model.fc, nn.Identity):
-            segments.append(_Segment("fc", "head", lambda x: model.fc(torch.flatten(x, 1)),
-                                     (model.fc,)))
+        classifier = model.get_classifier()
+        if not isinstance(classifier, nn.Identity):
+            segments.append(_Segment(model.classifier_name, "head",
+                                     lambda x: classifier(torch.flatten(x, 1)), (classifier,)))
         return segments
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and hasattr(model, "forward_head"):

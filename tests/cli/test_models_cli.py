@@ -70,3 +70,21 @@ def test_errors_are_one_line(capsys, argv, message):
     assert code == 1 and out == ""
     assert err.startswith("reslab: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_the_kept_zoo_figures_are_what_summary_computes():
+    # `reslab models` reads them instead of building every network; after a change to a
+    # spec or a unit, `python -m reslab.zoo_figures` rewrites them
+    from reslab.zoo_figures import computed_table
+    from reslab.zoo_figures_table import FIGURES
+
+    assert computed_table() == FIGURES
+
+
+def test_models_lists_timms_family_with_its_figures(capsys):
+    code, out, _ = run(capsys, "models", "resnetrs*")
+    rows = [line.split() for line in out.splitlines()[2:4]]
+    # depth: 3 stem convs and the stem's strided conv, 3 per unit, the classifier
+    assert rows == [["resnetrs50", "bottleneck", "53", "35,691,912", "2.28", "G", "3x160x160"],
+                    ["resnetrs101", "bottleneck", "104", "63,618,696", "6.01", "G",
+                     "3x192x192"]]

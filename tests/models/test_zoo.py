@@ -12,6 +12,9 @@ from .reference_impls import TORCHVISION, TorchvisionResNet
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "torchvision_resnet_state_dicts.json")
                     .read_text())
+# timm's family, read off timm's code (shared/reference beside the checkout)
+TIMM = json.loads((Path(__file__).parents[3] / "shared" / "reference"
+                   / "timm_resnet_family.json").read_text())["models"]
 
 # torchvision's counts (3 channels, 1000 classes), He et al. 2015's CIFAR counts (10 classes),
 # and for the rest the count of the architecture the name denotes.
@@ -39,7 +42,9 @@ PARAMS = {
     "lenet_bn": 44_878,
     # 432 + 32 (stem) + 4,672 + 13,952 + 55,552 + 221,696 (one unit per stage) + 1,290 (fc)
     "fast_resnet10": 297_626,
-}
+} | {name: model["params"] for name, model in TIMM.items()}
+# timm's own models train a step in test_timm_family.py, at a fraction of their size
+TIMM_ONLY = set(TIMM) - set(GOLDEN)
 
 
 def n_params(model):
@@ -52,7 +57,8 @@ def test_every_zoo_entry_has_a_checked_parameter_count():
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_parameter_count(name):
-    assert n_params(reslab.create_model(name)) == PARAMS[name]
+    with torch.device("meta"):  # shapes only: no memory, no initialisation arithmetic
+        assert n_params(reslab.create_model(name)) == PARAMS[name]
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
@@ -115,7 +121,8 @@ def test_d2l_resnet18_spec_is_the_seeds():
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in sorted(PARAMS) if n not in {"resnet1202", "preact_resnet1001"}]
+    "name", [n for n in sorted(PARAMS)
+             if n not in {"resnet1202", "preact_resnet1001", *TIMM_ONLY}]
 )
 def test_forward_and_backward_at_a_small_input(name):
     model = reslab.create_model(name, num_classes=7)
@@ -155,9 +162,11 @@ def test_unknown_override_is_refused_with_a_suggestion():
 
 
 def test_list_models_sorts_naturally_and_filters():
-    assert reslab.list_models("resnet*")[:4] == ["resnet14", "resnet18", "resnet20", "resnet32"]
+    assert reslab.list_models("resnet*")[:6] == [
+        "resnet10t", "resnet14", "resnet14t", "resnet18", "resnet18d", "resnet20"
+    ]
     assert reslab.list_models("resnext*") == [
-        "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"
+        "resnext50_32x4d", "resnext50d_32x4d", "resnext101_32x8d", "resnext101_64x4d"
     ]
 
 

@@ -43,8 +43,9 @@ def run_summary(options: Namespace) -> int:
 
 
 def run_models(options: Namespace) -> int:
-    from reslab.inspect import CONVENTION, format_count, format_shape, summary, text_table, wrapped
+    from reslab.inspect import CONVENTION, format_count, format_shape, text_table, wrapped
     from reslab.models import list_models
+    from reslab.zoo_figures import zoo_figures
 
     pattern = options.pattern
     if not any(c in pattern for c in "*?["):  # a bare word matches anywhere, as pip search did
@@ -52,14 +53,14 @@ def run_models(options: Namespace) -> int:
     names = list_models(pattern)
     if not names:
         raise UnknownNameError(f"no model matches {options.pattern!r}; try `reslab models`")
-    summaries = [summary(name) for name in names]
+    figures = [zoo_figures(name) for name in names]  # kept figures: no network is built
     if options.json:
-        print(json.dumps([{"name": s.model, "block": s.block, "depth": s.depth,
-                           "params": s.params, "macs": s.macs, "flops": s.flops,
-                           "input": list(s.input_shape)} for s in summaries], indent=2))
+        print(json.dumps([{"name": f.name, "block": f.block, "depth": f.depth,
+                           "params": f.params, "macs": f.macs, "flops": f.flops,
+                           "input": list(f.input_shape)} for f in figures], indent=2))
         return 0
-    body = [[s.model, s.block, str(s.depth), f"{s.params:,}", format_count(s.macs),
-             format_shape(s.input_shape)] for s in summaries]
+    body = [[f.name, f.block, str(f.depth), f"{f.params:,}", format_count(f.macs),
+             format_shape(f.input_shape)] for f in figures]
     print(text_table(["name", "block", "depth", "params", "MACs", "input"], body, left=2))
     print(wrapped(CONVENTION))
     return 0

@@ -38,7 +38,8 @@ from reslab.experiments.report import (
     save_figure,
     write_report,
 )
-from reslab.models import Ordering, ResidualUnit, ResNet, Shortcut, build
+from reslab.models import Ordering, ResNet, Shortcut, build
+from reslab.models.blocks import UNITS, zero_init_last
 from reslab.training.checkpoint import (
     model_from_checkpoint,
     resolve_checkpoint,
@@ -82,21 +83,20 @@ def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNe
     channels_last = _channels_last(model)
     grown = copy.deepcopy(model)
     for _ in range(blocks):
-        unit = ResidualUnit(spec.block, width * spec.expansion, width, 1, groups=spec.groups,
-                            width_per_group=spec.width_per_group, shortcut=kind,
-                            ordering=spec.ordering, bias=spec.conv_bias,
-                            bottleneck_stride=spec.bottleneck_stride)
+        # the spec's own unit kind, norm, attention...; no stochastic depth in the new ones
+        unit_spec = spec.replace(shortcut=kind, drop_path_rate=0.0, avg_down=False)
+        unit = UNITS.get(spec.unit)(unit_spec, width * spec.expansion, width, 1, 0.0)
         for m in unit.modules():  # He init, as build() initialises (BN starts at 1 and 0)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         if shortcut:
-            unit.zero_init_last()
+            zero_init_last(unit)
         unit.to(device=reference.device, dtype=reference.dtype)
         if channels_last:
             unit.to(memory_format=torch.channels_last)
-        getattr(grown, model.stage_names[stage - 1]).append(unit)
+        grown.stage_units()[stage - 1].append(unit)
     depths = tuple(d + blocks * (i == stage - 1) for i, d in enumerate(spec.depths))
     grown.spec = spec.replace(depths=depths) if shortcut != spec.is_plain else None
     grown.train(model.training)

@@ -1,77 +1,124 @@
 """The one builder: any valid ResNetSpec becomes a ResNet module.
 
 Top-level names match torchvision (``conv1``, ``bn1``, ``layer1``..., ``fc``) so published
-weight files load as they are. The model API follows timm: ``forward_features``,
-``forward_head``, ``reset_classifier``, plus ``forward_stages`` for per-stage feature maps.
+weight files load as they are; ``naming='resnetv2'`` gives timm's ResNetV2 tree instead
+(``stem``, ``stages.N.blocks.M``, ``norm``, ``head.fc``). The model API follows timm:
+``forward_features``, ``forward_head``, ``reset_classifier``, ``feature_info``, plus
+``forward_stages`` for per-stage feature maps.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
-from reslab.models.blocks import ResidualUnit, conv3x3
-from reslab.models.spec import Ordering, ResNetSpec, Stem
+from reslab.models.blocks import UNITS, zero_init_last
+from reslab.models.layers import ACTIVATIONS, NORMS
+from reslab.models.spec import Naming, Ordering, ResNetSpec, Stem
+from reslab.models.stems import stem_layers
+
+
+class Stage(nn.Module):
+    """timm ResNetV2's stage: its units under ``blocks``."""
+
+    def __init__(self, units: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.Sequential(*units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class ConvClassifier(nn.Module):
+    """timm ResNetV2's head: a 1x1 conv on the pooled features (``head.fc``)."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Conv2d(in_features, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.fc(x[..., None, None]), 1)
+
+
+class FeatureInfo(list):
+    """One dict per feature map: ``num_chs``, ``reduction``, ``module``; timm's getters."""
+
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self]
+
+    def reduction(self) -> list[int]:
+        return [info["reduction"] for info in self]
+
+    def module_name(self) -> list[str]:
+        return [info["module"] for info in self]
+
+
+def unit_drop_rates(spec: ResNetSpec) -> list[float]:
+    """Stochastic depth per unit, rising linearly from 0 to ``drop_path_rate`` (timm's rule)."""
+    n = sum(spec.depths)
+    return [spec.drop_path_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
 
 
 class ResNet(nn.Module):
     def __init__(self, spec: ResNetSpec):
         super().__init__()
         self.spec = spec
+        v2 = spec.naming is Naming.RESNETV2
+        layers = stem_layers(spec)
+        if v2:
+            self.stem = nn.Sequential(OrderedDict(layers))
+            self.stem_names = ["stem"]
+        else:
+            for name, module in layers:
+                self.add_module(name, module)
+            self.stem_names = [name for name, _ in layers]
+        # the stem's last map before its pooling: feature 0, as timm numbers them
+        self._stem_feature = f"stem.{layers[-2][0]}" if v2 else layers[-2][0]
+        make_unit = UNITS.get(spec.unit)
+        drop_rates = iter(unit_drop_rates(spec))
         self.stage_names: list[str] = []
-        self._build_stem(spec)
+        stages = []
         channels = spec.stem_width
         for i, (depth, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
             units = []
             for j in range(depth):
                 stride = 2 if i > 0 and j == 0 else 1
-                units.append(
-                    ResidualUnit(
-                        spec.block, channels, width, stride,
-                        groups=spec.groups, width_per_group=spec.width_per_group,
-                        shortcut=spec.shortcut, ordering=spec.ordering, bias=spec.conv_bias,
-                        bottleneck_stride=spec.bottleneck_stride,
-                    )
-                )
+                units.append(make_unit(spec, channels, width, stride, next(drop_rates)))
                 channels = units[-1].out_channels
-            self.stage_names.append(f"layer{i + 1}")
-            self.add_module(self.stage_names[-1], nn.Sequential(*units))
-        # Pre-activation units leave their sum un-normalised: one last BN-ReLU (or ReLU).
-        if spec.ordering is Ordering.FULL_PREACT:
-            self.final_act = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+            if v2:
+                stages.append(Stage(units))
+                self.stage_names.append(f"stages.{i}")
+            else:
+                self.stage_names.append(f"layer{i + 1}")
+                self.add_module(self.stage_names[-1], nn.Sequential(*units))
+        if v2:
+            self.stages = nn.Sequential(*stages)
+        # Pre-activation units leave their sum un-normalised: one last norm-act (or act).
+        self.norm = None
+        if v2:
+            self.norm = NORMS.get(spec.norm)(channels)
+            self.final_act = ACTIVATIONS.get(spec.act)()
+        elif spec.ordering is Ordering.FULL_PREACT:
+            self.final_act = nn.Sequential(NORMS.get(spec.norm)(channels),
+                                           ACTIVATIONS.get(spec.act)())
         elif spec.ordering is Ordering.RELU_PREACT:
-            self.final_act = nn.ReLU()
+            self.final_act = ACTIVATIONS.get(spec.act)()
         else:
             self.final_act = nn.Identity()
         self.num_features = channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # any input size; nothing hard-wired in the head
-        self.fc = self._make_classifier(spec.num_classes)
+        self.classifier_name = "head" if v2 else "fc"
+        self.add_module(self.classifier_name, self._make_classifier(spec.num_classes))
         self._init_weights()
 
-    def _build_stem(self, spec: ResNetSpec) -> None:
-        width, bias = spec.stem_width, spec.conv_bias
-        if spec.stem is Stem.CIFAR:
-            self.conv1 = conv3x3(spec.in_channels, width, bias=bias)
-        elif spec.stem is Stem.DEEP:
-            mid = width // 2
-            self.conv1 = nn.Sequential(
-                conv3x3(spec.in_channels, mid, stride=2, bias=bias), nn.BatchNorm2d(mid), nn.ReLU(),
-                conv3x3(mid, mid, bias=bias), nn.BatchNorm2d(mid), nn.ReLU(),
-                conv3x3(mid, width, bias=bias),
-            )
-        else:
-            self.conv1 = nn.Conv2d(spec.in_channels, width, 7, stride=2, padding=3, bias=bias)
-        pooled = spec.stem is not Stem.CIFAR
-        # A pre-activation net's first unit normalises its own input, so a CIFAR stem is a
-        # bare conv; a pooled stem keeps BN-ReLU so the max-pool sees activations.
-        if spec.ordering.is_preact and not pooled:
-            self.bn1, self.relu = nn.Identity(), nn.Identity()
-        else:
-            self.bn1, self.relu = nn.BatchNorm2d(width), nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if pooled else nn.Identity()
-
     def _make_classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if not num_classes:
+            return nn.Identity()
+        if self.spec.naming is Naming.RESNETV2:
+            return ConvClassifier(self.num_features, num_classes)
+        return nn.Linear(self.num_features, num_classes)
 
     def _init_weights(self) -> None:
         # torchvision's initialisation; the d2l preset re-initialises explicitly when asked.
@@ -80,49 +127,87 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.spec.zero_init_residual:
             self.zero_init_residual()
 
-    def units(self) -> list[ResidualUnit]:
-        return [m for m in self.modules() if isinstance(m, ResidualUnit)]
+    def units(self) -> list[nn.Module]:
+        """Every unit, in order (any registered unit kind)."""
+        return [unit for stage in self.stage_units() for unit in stage]
+
+    def stage_units(self) -> list[nn.Sequential]:
+        """Each stage's sequence of units (``grow`` appends to these)."""
+        stages = [self.get_submodule(name) for name in self.stage_names]
+        return [s.blocks if isinstance(s, Stage) else s for s in stages]
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.get_submodule(name) for name in self.stem_names]
 
     def zero_init_residual(self) -> None:
-        """Zero each branch's last BN (or conv): every identity-shortcut unit starts as x."""
+        """Zero each branch's last norm (or conv): every identity-shortcut unit starts as x."""
         for unit in self.units():
-            unit.zero_init_last()
+            zero_init_last(unit)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for module in self.stem_modules():
+            x = module(x)
+        return x
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps after the stem and after each stage (for FPNs, probes, plots)."""
         features = [self.forward_stem(x)]
         for name in self.stage_names:
-            features.append(getattr(self, name)(features[-1]))
+            features.append(self.get_submodule(name)(features[-1]))
         return features
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps ``feature_info`` describes: the stem before its pooling, then each stage."""
+        stem = list(self.stem) if self.spec.naming is Naming.RESNETV2 else self.stem_modules()
+        for module in stem[:-1]:
+            x = module(x)
+        features = [x]
+        x = stem[-1](x)  # the pooling
+        for name in self.stage_names:
+            x = self.get_submodule(name)(x)
+            features.append(x)
+        return features
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Channels, reduction (input side / map side) and module of each map
+        ``forward_intermediates`` gives, as timm describes its feature maps."""
+        spec = self.spec
+        reduction = 1 if spec.stem is Stem.CIFAR else 2
+        info = [dict(num_chs=spec.stem_width, reduction=reduction, module=self._stem_feature)]
+        reduction *= 1 if spec.stem is Stem.CIFAR else 2  # the stem's pooling
+        for i, (name, width) in enumerate(zip(self.stage_names, spec.widths, strict=True)):
+            reduction *= 2 if i > 0 else 1
+            info.append(dict(num_chs=width * spec.expansion, reduction=reduction, module=name))
+        return FeatureInfo(info)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_stem(x)
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            x = self.get_submodule(name)(x)
+        if self.norm is not None:
+            x = self.norm(x)
         return self.final_act(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
-        return x if pre_logits else self.fc(x)
+        return x if pre_logits else self.get_classifier()(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
-        return self.fc
+        return getattr(self, self.classifier_name)
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised classifier (0 removes it); the spec follows."""
-        self.fc = self._make_classifier(num_classes)
+        setattr(self, self.classifier_name, self._make_classifier(num_classes))
         self.spec = self.spec.replace(num_classes=num_classes)
 
 

@@ -23,7 +23,26 @@ class Block(StrEnum):
 class Stem(StrEnum):
     IMAGENET = "imagenet"  # 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (torchvision, and D2L with bias)
     CIFAR = "cifar"  # 3x3/1 conv, BN, ReLU (He et al. 2015, section 4.2)
-    DEEP = "deep"  # three 3x3 convs, the first with stride 2, then max-pool (ResNet-C/D)
+    DEEP = "deep"  # three 3x3 convs (w/2, w/2, w), the first with stride 2 (ResNet-C/D)
+    TIERED = "tiered"  # the same with widths 3w/8, w/2, w (timm's ResNet-T)
+
+    @property
+    def is_deep(self) -> bool:
+        return self in (Stem.DEEP, Stem.TIERED)
+
+
+class StemPool(StrEnum):
+    """How a pooled stem halves its map (the CIFAR stem does not)."""
+
+    MAX = "max"  # 3x3/2 max-pool
+    CONV = "conv"  # 3x3/2 conv, norm, activation (ResNet-RS)
+
+
+class Naming(StrEnum):
+    """Whose module tree, and so whose state-dict keys, the network has."""
+
+    TORCHVISION = "torchvision"  # conv1, bn1, layer1.0.conv1, downsample.0, fc
+    RESNETV2 = "resnetv2"  # timm's ResNetV2: stem.conv, stages.0.blocks.0.norm1, norm, head.fc
 
 
 class Shortcut(StrEnum):
@@ -62,6 +81,8 @@ _ENUM_FIELDS = {
     "shortcut": Shortcut,
     "ordering": Ordering,
     "bottleneck_stride": StrideOn,
+    "stem_pool": StemPool,
+    "naming": Naming,
 }
 
 
@@ -88,6 +109,17 @@ class ResNetSpec:
     in_channels: int = 3
     num_classes: int = 1000  # 0 gives a feature extractor (no classifier)
     input_size: int = 224  # the natural input side, used when no input size is given
+    # --- timm's variants: each a field, every name below looked up in a registry ---------
+    stem_pool: StemPool = StemPool.MAX
+    avg_down: bool = False  # a strided shortcut average-pools 2x2, then a 1x1 conv (ResNet-D)
+    norm: str = "batchnorm"  # reslab.models.layers.NORMS
+    act: str = "relu"  # reslab.models.layers.ACTIVATIONS
+    attention: str | None = None  # reslab.models.attention.ATTENTION, e.g. "se", "eca"
+    attention_ratio: float | None = None  # its reduction ratio; None: the module's default
+    anti_alias: str | None = None  # reslab.models.layers.ANTI_ALIAS: "blur", "avgpool"
+    drop_path_rate: float = 0.0  # stochastic depth of the last unit; 0 at the first, linear
+    unit: str = "residual"  # reslab.models.blocks.UNITS: what each unit is built by
+    naming: Naming = Naming.TORCHVISION
 
     def __post_init__(self) -> None:
         for name, enum in _ENUM_FIELDS.items():
@@ -134,6 +166,7 @@ class ResNetSpec:
                 f"width_per_group={self.width_per_group} gives a fractional bottleneck width "
                 f"for widths {self.widths}: each width * width_per_group must divide by 64"
             )
+        self._validate_variants()
         if self.shortcut is Shortcut.PAD:
             channels = [self.stem_width, *(w * self.expansion for w in self.widths)]
             if any(b < a for a, b in zip(channels, channels[1:], strict=False)):
@@ -141,6 +174,42 @@ class ResNetSpec:
                     "shortcut='pad' can only add channels, but the widths shrink: "
                     "use shortcut='projection'"
                 )
+
+    def _validate_variants(self) -> None:
+        from reslab.models.attention import ATTENTION
+        from reslab.models.blocks import UNITS
+        from reslab.models.layers import ACTIVATIONS, ANTI_ALIAS, NORMS
+
+        for field, registry, optional in (("norm", NORMS, False), ("act", ACTIVATIONS, False),
+                                          ("attention", ATTENTION, True),
+                                          ("anti_alias", ANTI_ALIAS, True), ("unit", UNITS, False)):
+            value = getattr(self, field)
+            if not (optional and value is None) and value not in registry:
+                raise SpecError(registry.unknown(value))
+        ratio = self.attention_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float)
+                                  or not 0 < ratio <= 1):
+            raise SpecError(f"attention_ratio must be a number in (0, 1] or None, got {ratio!r}")
+        if ratio is not None and self.attention is None:
+            raise SpecError("attention_ratio sets the attention's reduction, but attention is "
+                            "None: name one (e.g. attention='se') or leave the ratio out")
+        rate = self.drop_path_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+            raise SpecError(f"drop_path_rate must be a number in [0, 1), got {rate!r}")
+        if rate and self.is_plain:
+            raise SpecError("drop_path_rate drops residual branches, but shortcut='none' has "
+                            "none: use a shortcut or drop_path_rate=0")
+        if not isinstance(self.avg_down, bool):
+            raise SpecError(f"avg_down must be true or false, got {self.avg_down!r}")
+        if self.avg_down and self.shortcut not in (Shortcut.PROJECTION, Shortcut.CONV):
+            raise SpecError(f"avg_down pools before a 1x1-conv shortcut, but shortcut is "
+                            f"{self.shortcut.value!r}: use shortcut='projection' or 'conv'")
+        if self.stem is Stem.CIFAR and self.stem_pool is not StemPool.MAX:
+            raise SpecError("the cifar stem has no pooling to replace: leave stem_pool='max' "
+                            "or use a pooled stem (imagenet, deep, tiered)")
+        if self.naming is Naming.RESNETV2 and self.ordering is not Ordering.FULL_PREACT:
+            raise SpecError("naming='resnetv2' names timm's pre-activation ResNetV2: use "
+                            "ordering='full_preact' with it")
 
     @property
     def expansion(self) -> int:
@@ -158,7 +227,7 @@ class ResNetSpec:
     @property
     def depth(self) -> int:
         """Weighted layers as the papers count them: stem convs + unit convs + classifier."""
-        stem_convs = 3 if self.stem is Stem.DEEP else 1
+        stem_convs = (3 if self.stem.is_deep else 1) + (self.stem_pool is StemPool.CONV)
         unit_convs = 3 if self.block is Block.BOTTLENECK else 2
         return stem_convs + unit_convs * sum(self.depths) + 1
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from reslab.errors import SpecError, UnknownNameError
 from reslab.models.build import build
+from reslab.models.features import FeatureNet
 from reslab.models.lenet import LeNetBN
+from reslab.models.pretrained import CFGS, pretrained_cfg
 from reslab.models.spec import ResNetSpec
 from reslab.models.weights import load_weights
 
@@ -95,6 +97,43 @@ for _depth in (14, 20, 32, 44, 56, 110, 1202):
     if _depth <= 110:
         SPECS[f"plain{_depth}"] = _cifar(_depth, shortcut="none")
 
+# timm's ResNet family, weight-compatible with timm 1.0 (its names, keys and shapes); each
+# at the input size its weights were trained at. -D: deep stem and average-pool shortcuts
+# (He et al. 2019, "Bag of Tricks"); -T: the deep stem tiered 24/32/64.
+_D = dict(stem="deep", avg_down=True)
+_T = dict(stem="tiered", avg_down=True)
+_V2 = dict(naming="resnetv2", ordering="full_preact", shortcut="conv")
+_RS = dict(_D, stem_pool="conv", attention="se", attention_ratio=0.25)  # ResNet-RS
+_X32 = dict(groups=32, width_per_group=4)
+_TIMM = {
+    "resnet10t": dict(_BASIC, depths=(1, 1, 1, 1), **_T),
+    "resnet14t": dict(_BOTTLENECK, depths=(1, 1, 1, 1), **_T),
+    "resnet18d": dict(_BASIC, depths=(2, 2, 2, 2), **_D),
+    "resnet26": dict(_BOTTLENECK, depths=(2, 2, 2, 2)),
+    "resnet26d": dict(_BOTTLENECK, depths=(2, 2, 2, 2), **_D),
+    "resnet26t": dict(_BOTTLENECK, depths=(2, 2, 2, 2), **_T),
+    "resnet34d": dict(_BASIC, depths=(3, 4, 6, 3), **_D),
+    "resnet50d": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_D),
+    "resnet50t": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_T),
+    "resnet101d": dict(_BOTTLENECK, depths=(3, 4, 23, 3), **_D),
+    "resnet152d": dict(_BOTTLENECK, depths=(3, 8, 36, 3), **_D),
+    "resnet200d": dict(_BOTTLENECK, depths=(3, 24, 36, 3), **_D),
+    "resnext50d_32x4d": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_X32, **_D),
+    "seresnet50": dict(_BOTTLENECK, depths=(3, 4, 6, 3), attention="se"),
+    "seresnext50_32x4d": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_X32, attention="se"),
+    "ecaresnet50d": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_D, attention="eca"),
+    "resnetaa50d": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_D, anti_alias="avgpool"),
+    "resnetblur50": dict(_BOTTLENECK, depths=(3, 4, 6, 3), anti_alias="blur"),
+    "resnetrs50": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_RS),
+    "resnetrs101": dict(_BOTTLENECK, depths=(3, 4, 23, 3), **_RS),
+    "resnet50_gn": dict(_BOTTLENECK, depths=(3, 4, 6, 3), norm="groupnorm"),
+    "resnetv2_50": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_V2),
+    "resnetv2_50d": dict(_BOTTLENECK, depths=(3, 4, 6, 3), **_V2, **_D),
+}
+TIMM_FAMILY = tuple(_TIMM)
+for _name, _fields in _TIMM.items():
+    SPECS[_name] = ResNetSpec(**_fields, input_size=CFGS[_name].input_size[1])
+
 # Non-residual baselines that are not ResNetSpecs; they take in_channels / num_classes only.
 BASELINES: dict[str, Callable[..., nn.Module]] = {"lenet_bn": LeNetBN}
 
@@ -133,14 +172,28 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     weights: str | os.PathLike | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a zoo model, e.g. ``create_model("resnet50", num_classes=10, in_channels=1)``.
 
     ``weights``: a torchvision/timm/reslab weights file to start from; a classifier of
     another size is replaced and a 3-channel first conv adapted (see ``load_weights``).
+    The model carries ``pretrained_cfg``: input size, mean/std, interpolation and crop of
+    the published weights of ``name`` (None if none are published).
+    ``features_only``: the network without its head, returning the maps at ``out_indices``
+    (0: the stem, i: stage i; all by default) and describing them in ``feature_info``.
     """
-    model = _create(name, num_classes, in_channels, overrides)
+    if features_only:
+        spec = get_spec(name, num_classes=num_classes, in_channels=in_channels, **overrides)
+        model = FeatureNet(spec, out_indices)
+    elif out_indices is not None:
+        raise SpecError("out_indices chooses feature maps: pass features_only=True with it")
+    else:
+        model = _create(name, num_classes, in_channels, overrides)
+    # how the published weights of this name expect their images (None: none published)
+    model.pretrained_cfg = pretrained_cfg(name)
     if weights is not None:
         load_weights(model, weights)
     return model

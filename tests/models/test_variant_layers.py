@@ -1,0 +1,55 @@
+"""The layers timm's variants add, checked against what they are meant to compute."""
+
+import torch
+import torch.nn.functional as F
+
+import reslab
+from reslab.models import ResidualUnit
+from reslab.models.attention import EfficientChannelAttention, SqueezeExcite
+from reslab.models.layers import BlurPool2d, group_norm
+
+
+def test_blur_pool_is_a_normalised_binomial_filter():
+    blur = BlurPool2d(4)
+    assert torch.equal(blur.filt[0, 0], torch.tensor([[1., 2, 1], [2, 4, 2], [1, 2, 1]]) / 16)
+    assert blur(torch.full((1, 4, 8, 8), 3.0)).allclose(torch.full((1, 4, 4, 4), 3.0))
+    assert "filt" not in blur.state_dict()  # a constant, not a weight
+
+
+def test_avg_down_shortcut_averages_then_projects():
+    unit = ResidualUnit("bottleneck", 16, 8, 2, avg_down=True)
+    pool, conv = unit.downsample[0], unit.downsample[1]
+    assert conv.stride == (1, 1)
+    x = torch.randn(1, 16, 7, 7)  # odd: ceil mode keeps the last row, averaged alone
+    pooled = pool(x)
+    assert pooled.shape[-1] == 4
+    torch.testing.assert_close(pooled[..., 0, 0], x[..., :2, :2].mean((2, 3)))
+    torch.testing.assert_close(pooled[..., 3, 3], x[..., 6, 6])
+
+
+def test_anti_aliased_unit_strides_in_the_filter_not_the_conv():
+    unit = ResidualUnit("bottleneck", 64, 16, 2, anti_alias="blur")
+    assert unit.conv2.stride == (1, 1) and unit.branch.index("aa") == unit.branch.index("conv3") - 1
+    assert unit(torch.randn(1, 64, 8, 8)).shape == (1, 64, 4, 4)
+
+
+def test_attention_modules_gate_channels():
+    x = torch.randn(2, 64, 5, 5)
+    se = SqueezeExcite(64)
+    assert se.fc1.out_channels == 8  # 64 / 16, kept a multiple of 8
+    gate = torch.sigmoid(se.fc2(F.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
+    torch.testing.assert_close(se(x), x * gate)
+    assert [EfficientChannelAttention(c).conv.kernel_size[0] for c in (64, 256, 2048)] == [
+        3, 5, 7]
+
+
+def test_group_norm_uses_32_groups_where_it_can():
+    assert group_norm(256).num_groups == 32 and group_norm(16).num_groups == 16
+
+
+def test_zero_init_residual_zeroes_the_norm_before_attention():
+    model = reslab.create_model("seresnet50", zero_init_residual=True).eval()
+    assert float(model.layer1[1].bn3.weight.detach().abs().sum()) == 0
+    x = torch.randn(1, 256, 8, 8).relu()
+    with torch.no_grad():
+        torch.testing.assert_close(model.layer1[1](x), x)  # the unit starts as x
