@@ -95,10 +95,10 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     if not s.models or s.iterations < 1 or s.warmup < 0:
         raise ConfigError("cost needs models, iterations >= 1 and warmup >= 0")
     started = time.perf_counter()
-    out = prepare_out(out_dir)
     device = resolve_device("auto")
     data = prepare_data(s, data)
     config = paper_recipe(s, data)  # checked before the minutes of timing below
+    out = prepare_out(out_dir)
     models = []
     for name in s.models:
         log.info("timing %s at %dx%d, batch %d", name, s.image_size, s.image_size,

@@ -52,9 +52,9 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     if not s.depths:
         raise ConfigError("depths is empty: give at least one depth, e.g. depths=(20, 56)")
     started = time.perf_counter()
-    out = prepare_out(out_dir)
     data = prepare_data(s, data)
-    config = paper_recipe(s, data)
+    config = paper_recipe(s, data)  # a bad setting is refused before the folder is made
+    out = prepare_out(out_dir)
     rows, curves = [], {}
     for plain in (True, False):
         for depth in sorted(set(s.depths)):
