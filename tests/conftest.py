@@ -1,5 +1,8 @@
 """Small learnable data for training tests: each class is a bright square at its own place."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -45,3 +48,20 @@ def image_folder(tmp_path_factory):
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{i}.png")
     return root
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+_BEFORE: set[str] = set()
+_CACHES = {".pytest_cache", ".hypothesis", "__pycache__", ".ruff_cache"}
+
+
+def pytest_sessionstart(session):
+    _BEFORE.update(p.name for p in CHECKOUT.iterdir())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves nothing in the checkout (a runs/ folder, a stray PNG...)."""
+    left = sorted({p.name for p in CHECKOUT.iterdir()} - _BEFORE - _CACHES)
+    if left:
+        print(f"\nthe test suite left {', '.join(left)} in {CHECKOUT}", file=sys.stderr)
+        session.exitstatus = 1

@@ -1,10 +1,9 @@
-"""Using a trained model: evaluate it, predict image files, export it to ONNX."""
+"""Using a trained model: evaluate it, predict image files (ONNX export: ``reslab.export``)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,38 +80,3 @@ def predict_files(
         results.append(Prediction(str(path), [(classes[i], float(v))
                                               for v, i in zip(values, indices, strict=True)]))
     return results
-
-
-MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
-
-
-def export_onnx(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17
-) -> dict[str, Any]:
-    """Write an ONNX model with a dynamic batch axis and check it against PyTorch with
-    onnxruntime on random input. Returns the path and the max abs difference."""
-    import onnxruntime
-
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (what "
-                          f"torch.onnx's TorchScript exporter writes), got {opset!r}")
-    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
-    channels, height, width = meta["input_size"]
-    example = torch.randn(2, channels, height, width)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.part")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(
-            model, (example,), str(tmp), dynamo=False, opset_version=opset,
-            input_names=["images"], output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        )
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    check = torch.randn(3, channels, height, width)
-    with torch.no_grad():
-        expected = model(check).numpy()
-    got = session.run(None, {"images": check.numpy()})[0]
-    max_abs = float(abs(got - expected).max())
-    os.replace(tmp, out)
-    return {"path": str(out), "max_abs_diff": max_abs, "input": [channels, height, width]}

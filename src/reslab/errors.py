@@ -51,6 +51,10 @@ class TrainingError(ReslabError):
     """A run that cannot go on: the loss diverged, or its directory cannot be written."""
 
 
+class MissingDependencyError(ReslabError, ImportError):
+    """An optional extra that a command needs is not installed; the message names it."""
+
+
 class Interrupted(ReslabError):
     """A run stopped by SIGINT or SIGTERM, its state saved; the message says how to go on."""
 

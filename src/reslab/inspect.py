@@ -129,17 +129,24 @@ class Comparison:
     __str__ = render
 
 
-def summary(model: nn.Module | str, input_size: InputSize = None) -> Summary:
+def summary(model: nn.Module | str, input_size: InputSize = None, *, name: str | None = None,
+            **overrides: int) -> Summary:
     """Output shape, parameters and FLOPs of each part of ``model`` (a module or zoo name).
 
     ``input_size``: ``(C, H, W)``, ``"CxHxW"``, or one side (``96`` / ``"96"``) with the
-    model's own channels; by default the model's natural input (224 for ImageNet nets,
-    32 for CIFAR ones, 28 for LeNet).
+    model's own channels; by default the model's natural input (224 for ImageNet nets, 32 for
+    CIFAR ones, 28 for reslab's Fashion-MNIST nets). ``overrides`` (``in_channels``,
+    ``num_classes``) change a zoo model as ``create_model`` does. ``name``: what the table
+    calls a module (default: its class).
     """
     if isinstance(model, str):
+        if overrides:
+            built = _build_on_meta(model, tuple(sorted(overrides.items())))
+            shape = resolve_input(built, input_size, name=model)
+            return _summarise(built, name or model, shape)
         shape = resolve_input(_build_on_meta(model), input_size, name=model)
         return _zoo_summary(model, shape)
-    name = type(model).__name__
+    name = name or type(model).__name__
     return _summarise(model, name, resolve_input(model, input_size, name=name))
 
 
@@ -280,9 +287,9 @@ def _zoo_summary(name: str, shape: Shape) -> Summary:
 
 
 @functools.lru_cache(maxsize=64)
-def _build_on_meta(name: str) -> nn.Module:
+def _build_on_meta(name: str, overrides: tuple[tuple[str, int], ...] = ()) -> nn.Module:
     with torch.device("meta"), _MetaShortcuts():
-        return create_model(name)
+        return create_model(name, **dict(overrides))
 
 
 class _MetaShortcuts(TorchFunctionMode):

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import reslab
-from reslab.deploy import export_onnx
 from reslab.errors import SpecError
 from reslab.experiments.nested import grow
+from reslab.export import export_onnx
 from reslab.inference import InferenceModel
 from reslab.inspect import summary
 from reslab.models import ResidualUnit, ResNetSpec, register_attention, register_unit

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import re
+import sys
 
 import numpy as np
 import onnxruntime
@@ -91,7 +92,7 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, cap
     run, _ = trained
     checkpoint = run / "checkpoints" / "best.safetensors"
     onnx_path = tmp_path / "model.onnx"
-    assert main(["export", str(checkpoint), "--onnx", str(onnx_path)]) == 0
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path), "--no-tta"]) == 0
     printed = capsys.readouterr().out
     match = re.search(r"max abs difference (\S+)$", printed.strip())
     assert match and float(match[1]) < 1e-4, printed
@@ -106,6 +107,38 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, cap
     got = session.run(None, {"images": x.numpy()})[0]
     assert got.shape == (5, 10)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_an_exported_model_on_raw_pixels_gives_predicts_probabilities_and_says_so(
+        trained, image_folder, tmp_path, capsys):
+    run, _ = trained
+    checkpoint = run / "checkpoints" / "best.safetensors"
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(onnx_path),
+                 "--include-normalization"]) == 0
+    printed = capsys.readouterr().out
+    assert "pixels in [0, 1], normalised in the graph" in printed
+    assert "averaged over each image and its mirror" in printed  # the run evaluated with TTA
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    _, meta = model_from_checkpoint(checkpoint)
+    assert json.loads(metadata["classes"]) == meta["classes"] == [f"class{i}" for i in range(10)]
+    assert json.loads(metadata["mean"]) == meta["mean"]
+    assert json.loads(metadata["std"]) == meta["std"]
+    assert json.loads(metadata["input_size"]) == [1, 16, 16]
+    assert json.loads(metadata["spec"])["depths"] == meta["spec"]["depths"]
+    assert session.get_outputs()[0].name == "probabilities"
+    # raw pixels in, predict's numbers out
+    images = sorted((image_folder / "test" / "class3").iterdir())[:3]
+    pixels = np.stack([np.array(Image.open(p).convert("L"), dtype=np.float32)[None] / 255
+                       for p in images])
+    got = session.run(None, {"images": pixels})[0]
+    assert main(["predict", str(checkpoint), *map(str, images), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for row, line in zip(got, lines, strict=True):
+        name, probability = line.split(": ")[1].split()
+        assert meta["classes"][int(row.argmax())] == name
+        assert float(probability) == pytest.approx(float(row.max()), abs=6e-3)  # bf16 there
 
 
 def _config_the_cli_trains_with(monkeypatch, argv) -> TrainConfig:
@@ -163,3 +196,14 @@ def test_the_cli_and_preset_agree_on_the_resnet110_warmup(monkeypatch):
     explicit = _config_the_cli_trains_with(monkeypatch, ["--preset", "paper-cifar", "--model",
                                                          "resnet110", "--warmup-lr", "0.02"])
     assert explicit.warmup_lr == 0.02
+
+
+def test_export_without_onnxruntime_names_the_extra_to_install(trained, tmp_path, monkeypatch,
+                                                               capsys):
+    run, _ = trained
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime: ImportError
+    assert main(["export", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err == ("reslab: error: reslab export needs onnx and onnxruntime: pip install "
+                   "'reslab[export]'\n")
+    assert not (tmp_path / "m.onnx").exists()

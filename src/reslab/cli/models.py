@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from argparse import Namespace
+from pathlib import Path
 
 from reslab.errors import ConfigError, UnknownNameError
 
@@ -12,12 +14,18 @@ def register(subcommands) -> dict:
     parser = subcommands.add_parser(
         "summary", help="Shapes, parameters and MACs per stage.",
         description="Output shape, parameters, MACs and FLOPs of the stem, each stage and the "
-        "head of a zoo model.")
-    parser.add_argument("name", nargs="?", default=None, help="A zoo model (`reslab models`).")
+        "head of a zoo model, a checkpoint or a run directory.")
+    parser.add_argument("name", nargs="?", default=None, help="A zoo model (`reslab models`), "
+                        "a .safetensors checkpoint or a run directory.")
     parser.add_argument("--input", default=None,
                         help="CxHxW (e.g. 1x96x96), or one side (96) with the model's channels; "
-                        "default: the model's natural input.")
-    parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+                        "default: the input it is trained on (a checkpoint's own).")
+    parser.add_argument("--in-channels", type=int, default=None,
+                        help="Input channels of a zoo model (e.g. 1 for grey images).")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="Classes of a zoo model's head.")
+    parser.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                        help="Print JSON instead of a table.")
     parser.add_argument("--compare", nargs="+", default=[],
                         help="Models to set side by side with NAME (NAME may be left out).")
 
@@ -26,20 +34,39 @@ def register(subcommands) -> dict:
         "and MACs of each model at its natural input size.")
     models.add_argument("pattern", nargs="?", default="*", help="Shell-style filter, e.g. "
                         "'res*'; a bare word matches anywhere in the name.")
-    models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    models.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                        help="Print JSON instead of a table.")
     return {"summary": run_summary, "models": run_models}
 
 
 def run_summary(options: Namespace) -> int:
-    from reslab.inspect import compare, summary
+    from reslab.inspect import Comparison
 
     names = list(dict.fromkeys([n for n in [options.name, *options.compare] if n]))
     if not names:
         raise ConfigError("reslab summary needs a model name; `reslab models` lists them")
-    result = (compare(names, options.input) if options.compare
-              else summary(names[0], options.input))
+    summaries = [_summary(name, options) for name in names]
+    result = Comparison(tuple(summaries)) if options.compare else summaries[0]
     print(json.dumps(result.to_dict(), indent=2) if options.json else result.render())
     return 0
+
+
+def _summary(target: str, options: Namespace):
+    """A zoo name's summary, or that of the model a checkpoint or run directory holds."""
+    from reslab.inspect import summary
+
+    path = Path(target).expanduser()
+    overrides = {k: v for k in ("in_channels", "num_classes")
+                 if (v := getattr(options, k)) is not None}
+    if not (path.exists() or path.suffix == ".safetensors"):
+        return summary(target, options.input, **overrides)
+    from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
+
+    if overrides:
+        raise ConfigError("--in-channels and --num-classes change a zoo model; a checkpoint "
+                          "has its own")
+    model, meta = model_from_checkpoint(resolve_checkpoint(path))
+    return summary(model, options.input or meta["input_size"], name=meta["model"])
 
 
 def run_models(options: Namespace) -> int:

@@ -55,6 +55,12 @@ def register(subcommands) -> dict:
     export.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
     export.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    export.add_argument("--include-normalization", action=argparse.BooleanOptionalAction,
+                        default=False, help="the graph takes pixels in [0, 1] and normalises "
+                        "them itself (default: it takes normalised input)")
+    export.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="average each image's probabilities with its mirror's in the "
+                        "graph, as predict does (default: as the run evaluated)")
     return {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export}
 
 
@@ -141,9 +147,13 @@ def run_predict(ns: Namespace) -> int:
 
 
 def run_export(ns: Namespace) -> int:
-    from reslab.deploy import export_onnx
+    from reslab.export import export_onnx
 
-    info = export_onnx(ns.checkpoint, ns.onnx, opset=ns.opset)
-    print(f"wrote {info['path']} (input batch x {'x'.join(map(str, info['input']))}); "
-          f"onnxruntime vs PyTorch max abs difference {info['max_abs_diff']:.2e}")
+    info = export_onnx(ns.checkpoint, ns.onnx, opset=ns.opset,
+                       include_normalization=ns.include_normalization, tta_flip=ns.tta)
+    meta = info["metadata"]
+    print(f"wrote {info['path']}: input batch x {'x'.join(map(str, meta['input_size']))}, "
+          f"{meta['input']}; output {meta['output']}; {len(meta['classes'])} class names, "
+          f"mean/std and spec in its metadata. onnxruntime vs PyTorch max abs difference "
+          f"{info['max_abs_diff']:.2e}")
     return 0

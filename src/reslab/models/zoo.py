@@ -90,8 +90,10 @@ SPECS: dict[str, ResNetSpec] = {
 # and a fourth stage (16/32/64/128 channels at 28/14/7/4 on 28x28 input): 10 weight layers
 # where resnet14 has 14, 1.6x fewer multiply-adds, and on a 2-core CPU more accuracy per
 # second of training (docs/benchmarks.md, "Time to accuracy")
+# reslab's own Fashion-MNIST net (`reslab train`'s default): 1x28x28 in, 10 classes out
 SPECS["fast_resnet10"] = ResNetSpec(**(_CIFAR | dict(depths=(1, 1, 1, 1),
-                                                     widths=(16, 32, 64, 128))))
+                                                     widths=(16, 32, 64, 128), in_channels=1,
+                                                     input_size=28)))
 for _depth in (14, 20, 32, 44, 56, 110, 1202):
     SPECS[f"resnet{_depth}"] = _cifar(_depth)
     if _depth <= 110:

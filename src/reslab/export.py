@@ -1,0 +1,110 @@
+"""ONNX export of a checkpoint: the graph, what it expects and gives, and the metadata a
+consumer needs (class names, normalisation, input size, spec), checked with onnxruntime."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.errors import ConfigError, MissingDependencyError
+from reslab.io import atomic_write_bytes
+from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
+
+MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
+
+
+class ExportGraph(nn.Module):
+    """The model as exported: optionally normalising raw pixels first, and optionally
+    averaging the class probabilities of each image and its mirror (as ``predict`` does)."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float], *,
+                 normalize: bool, tta_flip: bool):
+        super().__init__()
+        self.model, self.normalize, self.tta_flip = model, normalize, tta_flip
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    @property
+    def output(self) -> str:
+        return "probabilities" if self.tta_flip else "logits"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            images = (images - self.mean) / self.std
+        if not self.tta_flip:
+            return self.model(images)
+        return (self.model(images).softmax(dim=1)
+                + self.model(images.flip(3)).softmax(dim=1)) / 2
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = 17,
+    include_normalization: bool = False, tta_flip: bool | None = None,
+) -> dict[str, Any]:
+    """Write ``out`` with a dynamic batch axis and reslab's metadata, verified against PyTorch
+    with onnxruntime on random input.
+
+    ``include_normalization``: the graph takes pixels in [0, 1] and normalises them itself;
+    otherwise it takes ``(pixels - mean) / std`` (mean and std are in the metadata either way).
+    ``tta_flip``: put the mirror averaging in the graph (output: probabilities); default: as
+    the run evaluated. Returns what was written, and the max abs difference found."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("reslab export needs onnx and onnxruntime: pip install "
+                                     "'reslab[export]'") from None
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (what "
+                          f"torch.onnx's TorchScript exporter writes), got {opset!r}")
+    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    tta_flip = bool(meta.get("tta_flip", False)) if tta_flip is None else tta_flip
+    graph = ExportGraph(model, meta["mean"], meta["std"], normalize=include_normalization,
+                        tta_flip=tta_flip).eval()
+    channels, height, width = meta["input_size"]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(
+            graph, (torch.rand(2, channels, height, width),), buffer, dynamo=False,
+            opset_version=opset, input_names=["images"], output_names=[graph.output],
+            dynamic_axes={"images": {0: "batch"}, graph.output: {0: "batch"}},
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    described = describe(meta, graph)
+    for key, value in described.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    data = proto.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    check = torch.rand(3, channels, height, width)
+    with torch.no_grad():
+        expected = graph(check).numpy()
+    max_abs = float(abs(session.run(None, {"images": check.numpy()})[0] - expected).max())
+    atomic_write_bytes(Path(out), data)
+    return {"path": str(out), "max_abs_diff": max_abs, "metadata": described}
+
+
+def describe(meta: dict[str, Any], graph: ExportGraph) -> dict[str, Any]:
+    """The metadata an exported file carries (``custom_metadata_map`` in onnxruntime)."""
+    channels, height, width = meta["input_size"]
+    return {
+        "model": meta["model"],
+        "classes": meta["classes"],
+        "input_size": [channels, height, width],
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "input": ("pixels in [0, 1], normalised in the graph" if graph.normalize else
+                  "(pixels in [0, 1] - mean) / std, per channel"),
+        "output": (f"{graph.output}: class probabilities averaged over each image and its "
+                   "mirror" if graph.tta_flip else f"{graph.output}: one per class, no "
+                   "mirror averaging"),
+        "spec": meta.get("spec"),
+    }
