@@ -84,13 +84,14 @@ def train_epoch(state: TrainState, loader: BatchLoader, progress: Progress, *,
     """Steps from where the epoch stands to its end (or the run's last step); False if a stop
     was requested, after the step it came during."""
     counters = state.counters
-    started, seen_at_start = time.perf_counter(), counters.sums[2]
+    started, seconds_before = time.perf_counter(), counters.seconds
     progress.start_epoch(counters.epoch, counters.batch)
     for x, y in loader.iter_from(counters.batch):
         train_step(state, x, y)
+        counters.seconds = seconds_before + time.perf_counter() - started
         loss, correct, seen = counters.sums
-        rate = (seen - seen_at_start) / (time.perf_counter() - started)
-        progress.update(counters.batch, loss / seen, correct / seen, rate * world_size)
+        progress.update(counters.batch, loss / seen, correct / seen,
+                        seen / counters.seconds * world_size)
         every = state.config.checkpoint_every
         if every and counters.step % every == 0:
             checkpoint()
@@ -169,20 +170,18 @@ def fit(
                 train_loader.set_epoch(epoch)
                 model.train()
                 _freeze_statistics(model)
-                started = time.perf_counter()
                 if not train_epoch(state, train_loader, progress, should_stop=should_stop,
                                    checkpoint=checkpoint, world_size=world.world_size):
                     checkpoint()
                     progress.close()
                     raise Interrupted(_stopped_line(stop.name or "a signal", state, writer.path,
                                                     steps_per_epoch))
-                elapsed = time.perf_counter() - started
                 # DDP syncs BN statistics from rank 0 before each forward, so after the last
                 # step each rank holds its own: take rank 0's (the ones saved) everywhere
                 distributed.broadcast_buffers([model, state.evaluated], world)
                 val = evaluate(state.evaluated, val_loader, len(classes), device=device,
                                precision=precision, tta_flip=config.tta_flip)
-                row = _end_epoch(state, val, elapsed, world)
+                row = _end_epoch(state, val, world)
                 progress.end_epoch(row)
                 if world.is_main:
                     _check_finite(state)
@@ -262,8 +261,9 @@ def _freeze_statistics(model: nn.Module) -> None:
             module.eval()
 
 
-def _end_epoch(state: TrainState, val: EvalResult, seconds: float, world) -> dict[str, Any]:
+def _end_epoch(state: TrainState, val: EvalResult, world) -> dict[str, Any]:
     counters = state.counters
+    seconds = counters.seconds
     # every rank trained on its own shard: the epoch's figures are over all of them
     loss_sum, correct, n = distributed.all_sum(counters.sums, world)
     row = {
@@ -280,6 +280,7 @@ def _end_epoch(state: TrainState, val: EvalResult, seconds: float, world) -> dic
     }
     counters.history.append(row)
     counters.epoch, counters.batch, counters.sums = counters.epoch + 1, 0, [0.0, 0.0, 0.0]
+    counters.seconds = 0.0
     return row
 
 
@@ -307,7 +308,6 @@ def _test(state: TrainState, writer: RunWriter, loader, classes, device, precisi
     }
     writer.finish(results, test.confusion, classes,
                   f"{config.model}: test accuracy {test.accuracy:.4f}")
-    log.info("test accuracy %.4f (model of epoch %d)", test.accuracy, counters.best_epoch)
     return results
 
 

@@ -35,6 +35,7 @@ class Counters:
     best_epoch: int = 0
     lr: float = 0.0  # the (peak group's) learning rate of the last step taken
     sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss, correct, images
+    seconds: float = 0.0  # training time of the current epoch so far (across a resume)
     history: list[dict[str, Any]] = field(default_factory=list)
     total_steps: int = 0  # the length the schedule is planned over
     continuation: dict[str, Any] | None = None  # the plan of an extension's schedule
@@ -46,7 +47,8 @@ class Counters:
         if not isinstance(values, dict):
             raise WeightsError(f"{source}: its counters are not a JSON object")
         kinds = {"epoch": int, "batch": int, "step": int, "best_epoch": int, "total_steps": int,
-                 "best_val_acc": float, "lr": float, "sums": list, "history": list,
+                 "best_val_acc": float, "lr": float, "seconds": float, "sums": list,
+                 "history": list,
                  "continuation": (dict, type(None))}
         counters = cls()
         for name, value in values.items():
