@@ -174,32 +174,34 @@ def test_extending_a_finished_run_trains_the_added_epochs(tmp_path, image_folder
     assert "test accuracy" in capsys.readouterr().out
 
 
+def _rates(schedule, total, steps, saved=None):
+    """The rate of each of ``steps`` steps of a run planned over ``total`` (resumed from
+    ``saved`` if given): (the state after them, the rates)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    config = TrainConfig(lr=0.4, schedule=schedule, warmup_epochs=0,
+                         milestones=(5,) if schedule == "multistep" else ())
+    state = TrainState(model, config, total_steps=total, steps_per_epoch=10)
+    if saved is not None:
+        state.load(model.state_dict(), saved, "test", total)
+    rates = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scheduler.step() before optimizer.step()
+        for _ in range(steps):
+            rates.append(state.optimizer.param_groups[0]["lr"])
+            state.counters.step += 1
+            state.after_step()
+    saved = json.loads(json.dumps(state.state_dict(), default=lambda t: t.tolist()))
+    return saved | {"rng": torch.get_rng_state()}, rates
+
+
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant", "multistep"])
 def test_the_rate_over_added_steps_continues_without_a_jump(schedule):
     """One-cycle and cosine go on from where the rate is, down to their own end over the new
     length; constant and multistep go on as they were (milestones are absolute steps)."""
-    def run(total, steps, saved=None):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(2, 2)
-        config = TrainConfig(lr=0.4, schedule=schedule, warmup_epochs=0,
-                             milestones=(5,) if schedule == "multistep" else ())
-        state = TrainState(model, config, total_steps=total, steps_per_epoch=10)
-        if saved is not None:
-            state.load(model.state_dict(), saved, "test", total)
-        rates = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scheduler.step() before optimizer.step()
-            for _ in range(steps):
-                rates.append(state.optimizer.param_groups[0]["lr"])
-                state.counters.step += 1
-                state.after_step()
-        return state, rates
-
-    state, first = run(20, 12)  # stopped at step 12 of 20
-    saved = json.loads(json.dumps(state.state_dict(), default=lambda t: t.tolist()))
-    saved["rng"] = torch.get_rng_state()
-    _, added = run(40, 28, saved)  # extended to 40 steps
-    _, planned = run(20, 20)
+    saved, _ = _rates(schedule, 20, 12)  # stopped at step 12 of 20
+    _, added = _rates(schedule, 40, 28, saved)  # extended to 40 steps
+    _, planned = _rates(schedule, 20, 20)
     assert added[0] == pytest.approx(planned[12])  # no jump at the extension
     if schedule == "onecycle":
         assert added[-1] == pytest.approx(0.4 / 25 / 1e4, rel=0.05)
@@ -210,6 +212,17 @@ def test_the_rate_over_added_steps_continues_without_a_jump(schedule):
         assert added == pytest.approx([0.4] * 28)
     else:
         assert added == pytest.approx([0.04] * 28)  # past the milestone, as before
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_finished_run_extended_keeps_its_last_rate(schedule):
+    """A schedule that ended with the run ends near zero; its extension goes on at the last
+    rate it used (one-cycle stepped past its end would compute a negative one)."""
+    saved, planned = _rates(schedule, 20, 20)
+    _, added = _rates(schedule, 30, 10, saved)
+    assert all(0 <= rate <= planned[-1] + 1e-12 for rate in added)
+    assert added[0] == pytest.approx(max(planned[-1], 0.4 / 25 / 1e4 if schedule == "onecycle"
+                                         else 0.0))
 
 
 # --- damaged or edited runs ------------------------------------------------------------------

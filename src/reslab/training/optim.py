@@ -160,12 +160,13 @@ class Continuation(lr_scheduler.LambdaLR):
 
 
 def continue_schedule(optimizer, config: TrainConfig, steps: int,
-                      current_lr: float) -> Continuation:
-    """Extend a one-cycle or cosine schedule by ``steps``, from the first group's current
-    rate ``current_lr``."""
-    start = current_lr / (config.lr * optimizer.param_groups[0].get("lr_scale", 1.0))
-    return Continuation(optimizer, config.lr, steps=steps, start_fraction=start,
-                        final_fraction=final_lr_fraction(config),
+                      start_fraction: float) -> Continuation:
+    """Extend a one-cycle or cosine schedule by ``steps``, from ``start_fraction`` of the peak
+    rate (held within [the schedule's final fraction, 1])."""
+    final = final_lr_fraction(config)
+    return Continuation(optimizer, config.lr, steps=steps,
+                        start_fraction=min(max(start_fraction, final), 1.0),
+                        final_fraction=final,
                         shape="linear" if config.schedule == "onecycle" else "cosine")
 
 

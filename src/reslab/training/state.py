@@ -145,16 +145,20 @@ class TrainState:
             if ends_with_the_run(self.config):
                 continuation = continue_schedule(self.optimizer, self.config,
                                                  total_steps - counters.step,
-                                                 self._scheduled_lr())
+                                                 self._rate_to_continue_from())
                 self._set_main(continuation)
                 counters.continuation = continuation.plan
             counters.total_steps = total_steps
 
-    def _scheduled_lr(self) -> float:
-        """The first group's rate as the schedule has it (under a warm-up, not the warm-up's)."""
-        if self.warm_up is not None:
-            return self.warm_up.scheduled[0]
-        return self.optimizer.param_groups[0]["lr"]
+    def _rate_to_continue_from(self) -> float:
+        """Where an extension starts, as a fraction of the peak rate: the rate of the next step
+        of an unfinished run; the rate of the last step of a finished one (a schedule stepped
+        past its end computes rates it never meant to use: one-cycle's go below zero)."""
+        counters, group = self.counters, self.optimizer.param_groups[0]
+        if counters.step >= counters.total_steps:
+            return counters.lr / self.config.lr  # counters.lr: the peak (head) group's rate
+        scheduled = self.warm_up.scheduled[0] if self.warm_up is not None else group["lr"]
+        return scheduled / (self.config.lr * group.get("lr_scale", 1.0))
 
     def _set_main(self, schedule) -> None:
         """Put ``schedule`` in place of the main one (a warm-up gate stays around it)."""
