@@ -300,3 +300,19 @@ def test_the_python_api_shows_progress_unless_asked_not_to(tmp_path, image_folde
     reslab.train(progress=False, **folder_options(image_folder, tmp_path / "b",
                                                   model="resnet14", epochs=1, quiet=False))
     assert capfd.readouterr().err == ""
+
+
+def test_torchvision_weights_bring_their_own_normalisation_unless_told(tmp_path, tiny_data):
+    from reslab.training.finetune import start_from_weights
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(create_model("resnet18").state_dict(), path)
+    config = TrainConfig(model="resnet18", init_from=str(path))
+    start = start_from_weights(config, tiny_data, model_given=True)
+    # ImageNet's statistics (the weights' pretrained_cfg), averaged for grey images
+    assert start.data.mean == pytest.approx((0.449,), abs=1e-3)
+    assert start.data.std == pytest.approx((0.226,), abs=1e-3)
+    assert "normalisation: the weights' own mean/std (0.449/0.226)" in start.notes
+    own = start_from_weights(config.replace(normalize="data"), tiny_data, model_given=True)
+    assert own.data.mean == tiny_data.mean
+    assert "normalisation: the data's own mean/std (asked for)" in own.notes

@@ -23,7 +23,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(9, 3.6))
+    figure = Figure(figsize=(9, 3.6), layout="constrained")
     loss_ax, acc_ax = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
     for ax, key, label in ((loss_ax, "loss", "loss"), (acc_ax, "acc", "accuracy")):
