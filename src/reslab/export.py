@@ -103,8 +103,7 @@ def describe(meta: dict[str, Any], graph: ExportGraph) -> dict[str, Any]:
         "std": meta["std"],
         "input": ("pixels in [0, 1], normalised in the graph" if graph.normalize else
                   "(pixels in [0, 1] - mean) / std, per channel"),
-        "output": (f"{graph.output}: class probabilities averaged over each image and its "
-                   "mirror" if graph.tta_flip else f"{graph.output}: one per class, no "
-                   "mirror averaging"),
+        "output": ("probabilities, each image's averaged with its mirror's" if graph.tta_flip
+                   else "logits, no mirror averaging"),
         "spec": meta.get("spec"),
     }

@@ -118,7 +118,7 @@ def test_an_exported_model_on_raw_pixels_gives_predicts_probabilities_and_says_s
                  "--include-normalization"]) == 0
     printed = capsys.readouterr().out
     assert "pixels in [0, 1], normalised in the graph" in printed
-    assert "averaged over each image and its mirror" in printed  # the run evaluated with TTA
+    assert "output probabilities, each image's averaged with its mirror's" in printed  # as run
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     _, meta = model_from_checkpoint(checkpoint)

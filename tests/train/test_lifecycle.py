@@ -215,6 +215,37 @@ def test_the_rate_over_added_steps_continues_without_a_jump(schedule):
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_run_extended_while_rising_still_reaches_its_peak_where_planned(schedule):
+    def rates(total, steps, saved=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 2)
+        config = TrainConfig(lr=0.4, schedule=schedule, warmup_epochs=1.0)  # 10 steps up
+        state = TrainState(model, config, total_steps=total, steps_per_epoch=10)
+        if saved is not None:
+            state.load(model.state_dict(), saved, "test", total)
+        seen = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(steps):
+                seen.append(state.optimizer.param_groups[0]["lr"])
+                state.counters.step += 1
+                state.after_step()
+        return json.loads(json.dumps(state.state_dict(), default=lambda t: t.tolist())) | {
+            "rng": torch.get_rng_state()}, seen
+
+    saved, first = rates(30, 4)  # stopped at step 4, rising
+    _, planned = rates(30, 30)
+    again, added = rates(60, 20, saved)  # extended to 60 steps: 56 left; take 20 of them
+    assert first == pytest.approx(planned[:4])
+    assert added[0] == pytest.approx(planned[4])  # no jump
+    assert added[6] == pytest.approx(0.4)  # the peak at step 10, as planned
+    assert max(added) == pytest.approx(0.4) and added[7] < 0.4  # then down, over 50 steps
+    _, rest = rates(60, 36, again)  # resumed again: the same plan goes on
+    assert rest[-1] == pytest.approx(0.4 / 25 / 1e4 if schedule == "onecycle" else 0.0,
+                                     abs=1e-9)
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
 def test_a_finished_run_extended_keeps_its_last_rate(schedule):
     """A schedule that ended with the run ends near zero; its extension goes on at the last
     rate it used (one-cycle stepped past its end would compute a negative one)."""

@@ -58,10 +58,18 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int, steps_per_e
     return schedule
 
 
-def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_epoch: int):
+def rise_steps(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> int:
+    """Steps a schedule spends rising to its peak: linear warm-up, or one-cycle's first phase."""
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     if config.schedule == "onecycle" and total_steps >= 4:  # both phases need 2+ steps
-        rise = min(max(warmup, 2), total_steps - 2)
+        return min(max(warmup, 2), total_steps - 2)
+    return max(warmup, 0)
+
+
+def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_epoch: int):
+    warmup = rise_steps(config, total_steps, steps_per_epoch)
+    if config.schedule == "onecycle" and total_steps >= 4:
+        rise = warmup
         return lr_scheduler.OneCycleLR(
             optimizer, max_lr=[config.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups],
             total_steps=total_steps, pct_start=rise / total_steps, anneal_strategy="linear",
@@ -138,35 +146,40 @@ class ErrorGatedWarmup:
 
 
 class Continuation(lr_scheduler.LambdaLR):
-    """The rate over steps added to a run whose schedule ends with it (one-cycle, cosine):
-    from the rate the run has where it was extended (``start_fraction`` of ``peak_lr``) down
-    to the schedule's own final rate at the last of ``steps`` more steps, along the schedule's shape
-    (linear for one-cycle, half a cosine for cosine). No jump: the first added step takes
-    the rate the run stopped at. Built again from ``plan`` when such a run is resumed."""
+    """The rate over the rest of a run whose schedule ends with it (one-cycle, cosine), once
+    more steps were added: from the rate the run has where it was extended
+    (``start_fraction`` of ``peak_lr``), still rising for ``rise`` steps if it was rising (to
+    the peak, where the plan had it), then down to the schedule's own final rate at the last
+    of ``steps`` steps, along the schedule's shape (linear for one-cycle, half a cosine for
+    cosine). No jump: the first added step takes the rate the run stopped at. Built again
+    from ``plan`` when such a run is resumed."""
 
     def __init__(self, optimizer, peak_lr: float, *, steps: int, start_fraction: float,
-                 final_fraction: float, shape: str):
+                 final_fraction: float, shape: str, rise: int = 0):
         self.plan = dict(steps=steps, start_fraction=start_fraction,
-                         final_fraction=final_fraction, shape=shape)
+                         final_fraction=final_fraction, shape=shape, rise=rise)
+        top = 1.0 if rise else start_fraction
 
-        def fraction(k: int) -> float:  # k: steps taken since the extension; the last of
-            t = min(k / max(steps - 1, 1), 1.0)  # the run's steps takes the final rate
+        def fraction(k: int) -> float:  # k: steps taken since the extension
+            if k < rise:
+                return start_fraction + (1.0 - start_fraction) * k / rise
+            t = min((k - rise) / max(steps - rise - 1, 1), 1.0)  # the last step: the final rate
             along = t if shape == "linear" else (1 - math.cos(math.pi * t)) / 2
-            return start_fraction + (final_fraction - start_fraction) * along
+            return top + (final_fraction - top) * along
 
         for group in optimizer.param_groups:
             group["initial_lr"] = peak_lr * group.get("lr_scale", 1.0)
         super().__init__(optimizer, fraction)
 
 
-def continue_schedule(optimizer, config: TrainConfig, steps: int,
-                      start_fraction: float) -> Continuation:
-    """Extend a one-cycle or cosine schedule by ``steps``, from ``start_fraction`` of the peak
-    rate (held within [the schedule's final fraction, 1])."""
+def continue_schedule(optimizer, config: TrainConfig, steps: int, start_fraction: float,
+                      rise: int = 0) -> Continuation:
+    """Plan the ``steps`` left of an extended one-cycle or cosine run, from ``start_fraction``
+    of the peak rate (held within [the schedule's final fraction, 1]), rising for ``rise``."""
     final = final_lr_fraction(config)
     return Continuation(optimizer, config.lr, steps=steps,
                         start_fraction=min(max(start_fraction, final), 1.0),
-                        final_fraction=final,
+                        final_fraction=final, rise=min(rise, max(steps - 2, 0)),
                         shape="linear" if config.schedule == "onecycle" else "cosine")
 
 

@@ -21,6 +21,7 @@ from reslab.training.optim import (
     ends_with_the_run,
     make_optimizer,
     make_scheduler,
+    rise_steps,
 )
 
 
@@ -145,10 +146,18 @@ class TrainState:
             if ends_with_the_run(self.config):
                 continuation = continue_schedule(self.optimizer, self.config,
                                                  total_steps - counters.step,
-                                                 self._rate_to_continue_from())
+                                                 self._rate_to_continue_from(),
+                                                 rise=max(self._peak_step() - counters.step, 0))
                 self._set_main(continuation)
                 counters.continuation = continuation.plan
             counters.total_steps = total_steps
+
+    def _peak_step(self) -> int:
+        """The step at which the schedule in place reaches its peak rate."""
+        main = self.warm_up.schedule if self.warm_up is not None else self.scheduler
+        if isinstance(main, Continuation):  # extended before: its own rise, from its start
+            return self.counters.step - main.last_epoch + main.plan["rise"]
+        return rise_steps(self.config, self.counters.total_steps, self.steps_per_epoch)
 
     def _rate_to_continue_from(self) -> float:
         """Where an extension starts, as a fraction of the peak rate: the rate of the next step
