@@ -115,3 +115,20 @@ def test_experiment_nested_quick_from_the_command_line(capsys, tmp_path):
     assert results["table"] in stdout and f"report: {out / 'report.md'}" in stdout
     assert results["findings"][0] in stdout
     assert (out / "accuracy.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("epochs=abc", "setting epochs must be an integer >= 1, got 'abc'"),
+    ("batch_size=0", "setting batch_size must be an integer >= 1, got 0"),
+    ("stage=9", "setting stage must be 1, 2 or 3"),
+    ("lr=-1", "setting lr must be a positive number, got -1"),
+    ("precision=fp17", "setting precision must be one of auto, fp32, bf16"),
+    ("seed=-1", "setting seed must be an integer >= 0"),
+])
+def test_a_bad_setting_is_refused_by_its_type_before_any_work(setting, expected, tmp_path,
+                                                              capsys):
+    out = tmp_path / "report"
+    assert main(["experiment", "nested", "--quick", "--set", setting, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"reslab: error: {expected}" + err.split(expected, 1)[1]
+    assert err.count("\n") == 1 and not out.exists()

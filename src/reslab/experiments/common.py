@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,9 +51,53 @@ S = TypeVar("S", bound=Settings)
 
 def resolve_settings(cls: type[S], quick: bool, quick_values: dict[str, Any],
                      overrides: dict[str, Any]) -> S:
-    """The full defaults, or the quick ones, with the caller's overrides on top."""
+    """The full defaults, or the quick ones, with the caller's overrides on top, each value
+    checked against its field's type and range before any work."""
     check_fields(cls, overrides, ConfigError, "unknown experiment setting")
-    return cls(**((quick_values if quick else {}) | overrides))
+    settings = cls(**((quick_values if quick else {}) | overrides))
+    for name, hint in typing.get_type_hints(cls).items():
+        _check_setting(name, hint, getattr(settings, name))
+    if hasattr(settings, "check"):  # an experiment's own rules (a stage the net has...)
+        settings.check()
+    return settings
+
+
+ZERO_ALLOWED = {"seed", "warmup"}  # integer settings that may be 0; every other one is >= 1
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _check_setting(name: str, hint: Any, value: Any) -> None:
+    """One line naming the setting and what it takes, for a value of the wrong kind or range."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and \
+        type(None) in typing.get_args(hint)
+    if optional:
+        if value is None:
+            return
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    low = 0 if name in ZERO_ALLOWED else 1
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    if hint is int:
+        ok, expected = is_int(value), f"an integer >= {low}"
+    elif hint is float:
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and 0 < value < float("inf"))
+        expected = "a positive number"
+    elif hint is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        ok = isinstance(value, tuple) and bool(value) and all(
+            is_int(v) if kind is int else isinstance(v, kind) for v in value)
+        expected = f"a non-empty list of {'integers >= 1' if kind is int else 'names'}"
+    elif name == "precision":
+        ok, expected = value in PRECISIONS, f"one of {', '.join(PRECISIONS)}"
+    else:
+        ok, expected = isinstance(value, str), "a string"
+    if not ok:
+        raise ConfigError(f"setting {name} must be {expected}, got {value!r:.60}")
 
 
 def prepare_out(out_dir: str | os.PathLike) -> Path:

@@ -135,6 +135,11 @@ class NestedSettings(TrainingSettings):
     continue_epochs: int = 10  # training every net after the growth
     continue_lr: float = 0.01  # a trained net goes on from a lower rate
 
+    def check(self) -> None:
+        if not 1 <= self.stage <= 3:  # the CIFAR-style nets grown here have three stages
+            raise ConfigError(f"setting stage must be 1, 2 or 3 (the network's stages), got "
+                              f"{self.stage}")
+
 
 QUICK = dict(epochs=3, continue_epochs=2, batch_size=64, train_size=2560, val_size=1000,
              test_size=2000)
