@@ -58,16 +58,23 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int, steps_per_e
     return schedule
 
 
-def rise_steps(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> int:
-    """Steps a schedule spends rising to its peak: linear warm-up, or one-cycle's first phase."""
+def _rise(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> int:
+    """Steps of linear warm-up, or of one-cycle's rising phase."""
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     if config.schedule == "onecycle" and total_steps >= 4:  # both phases need 2+ steps
         return min(max(warmup, 2), total_steps - 2)
     return max(warmup, 0)
 
 
+def peak_step(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> int:
+    """The step (from 0) that takes the peak rate: one-cycle's rise ends on it, a warm-up
+    ramp just before it."""
+    rise = _rise(config, total_steps, steps_per_epoch)
+    return rise - 1 if config.schedule == "onecycle" and total_steps >= 4 else rise
+
+
 def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_epoch: int):
-    warmup = rise_steps(config, total_steps, steps_per_epoch)
+    warmup = _rise(config, total_steps, steps_per_epoch)
     if config.schedule == "onecycle" and total_steps >= 4:
         rise = warmup
         return lr_scheduler.OneCycleLR(

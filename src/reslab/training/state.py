@@ -21,7 +21,7 @@ from reslab.training.optim import (
     ends_with_the_run,
     make_optimizer,
     make_scheduler,
-    rise_steps,
+    peak_step,
 )
 
 
@@ -157,7 +157,7 @@ class TrainState:
         main = self.warm_up.schedule if self.warm_up is not None else self.scheduler
         if isinstance(main, Continuation):  # extended before: its own rise, from its start
             return self.counters.step - main.last_epoch + main.plan["rise"]
-        return rise_steps(self.config, self.counters.total_steps, self.steps_per_epoch)
+        return peak_step(self.config, self.counters.total_steps, self.steps_per_epoch)
 
     def _rate_to_continue_from(self) -> float:
         """Where an extension starts, as a fraction of the peak rate: the rate of the next step
