@@ -176,7 +176,7 @@ def load_weights(
             "are they for another architecture?"
         )
     model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
-    log.info("%s", report)
+    log.debug("%s", report)  # callers say what matters of it (reslab train: one line each)
     return report
 
 

@@ -59,7 +59,7 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
         model = _from_spec(meta, path, classes, channels)
         source = f"reslab checkpoint of {meta['model']}"
         if meta.get("spec") and "depths" in meta["spec"]:
-            source += f" (depths {meta['spec']['depths']})"
+            source += f", depths {meta['spec']['depths']}"
         own = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta else None
     else:
         if not model_given:
