@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,16 +26,10 @@ from reslab.errors import ConfigError, InputShapeError
 from reslab.models.build import ResNet
 from reslab.models.lenet import LeNetBN
 from reslab.models.zoo import create_model
+from reslab.tables import CONVENTION, format_count, format_shape, text_table, wrapped
 
 Shape = tuple[int, ...]
 InputSize = int | str | Sequence[int] | None
-
-CONVENTION = (
-    "MACs: multiply-accumulates of conv and linear layers per image (torchvision's \"GFLOPS\"); "
-    "FLOPs = 2 x MACs, as torch.utils.flop_counter counts them; BN, activations, pooling and "
-    "additions are not counted."
-)
-
 
 @dataclass(frozen=True)
 class Row:
@@ -193,22 +186,6 @@ def resolve_input(model: nn.Module, input_size: InputSize = None, name: str | No
     return shape
 
 
-def format_shape(shape: Shape) -> str:
-    return "x".join(map(str, shape))
-
-
-def wrapped(text: str) -> str:
-    return textwrap.fill(text, width=90)
-
-
-def format_count(n: int) -> str:
-    """MACs and FLOPs with an SI prefix: 1.81 G, 118.01 M, 5.12 K."""
-    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if n >= scale:
-            return f"{n / scale:.2f} {prefix}"
-    return str(n)
-
-
 # --- running the model -----------------------------------------------------------------
 
 
@@ -359,20 +336,3 @@ def _change(value: int, reference: int) -> str:
     if value == reference or reference == 0:
         return ""
     return f" ({(value - reference) / reference:+.1%})"
-
-
-def text_table(
-    header: list[str], body: list[list[str]], left: int = 1, rule_before_last: bool = False
-) -> str:
-    """Plain aligned text: the first ``left`` columns left-aligned, numbers right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    lines = [line(header), rule, *map(line, body)]
-    if rule_before_last:
-        lines.insert(-1, rule)
-    return "\n".join(lines)

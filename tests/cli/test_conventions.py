@@ -61,11 +61,11 @@ def test_the_flags_parse_both_ways(argv):
     parser.parse_args(argv)  # exits 2 on an unknown option
 
 
-def test_version_and_help_answer_without_torch():
+def test_version_help_and_the_model_list_answer_without_torch():
     code = ("import sys, reslab.cli as c\n"
             "try:\n    c.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules)")
-    for argv in (["--version"], ["--help"], ["train", "--help"], []):
+    for argv in (["--version"], ["--help"], ["train", "--help"], [], ["models", "resnet"]):
         run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
                              text=True, timeout=60)
         assert run.stdout.strip().splitlines()[-1] == "False", (argv, run.stdout)

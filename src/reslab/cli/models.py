@@ -70,17 +70,15 @@ def _summary(target: str, options: Namespace):
 
 
 def run_models(options: Namespace) -> int:
-    from reslab.inspect import CONVENTION, format_count, format_shape, text_table, wrapped
-    from reslab.models import list_models
-    from reslab.zoo_figures import zoo_figures
+    from reslab.tables import CONVENTION, format_count, format_shape, text_table, wrapped
+    from reslab.zoo_figures import kept_figures
 
     pattern = options.pattern
     if not any(c in pattern for c in "*?["):  # a bare word matches anywhere, as pip search did
         pattern = f"*{pattern}*"
-    names = list_models(pattern)
-    if not names:
+    figures = kept_figures(pattern)  # kept figures: no network built, no torch imported
+    if not figures:
         raise UnknownNameError(f"no model matches {options.pattern!r}; try `reslab models`")
-    figures = [zoo_figures(name) for name in names]  # kept figures: no network is built
     if options.json:
         print(json.dumps([{"name": f.name, "block": f.block, "depth": f.depth,
                            "params": f.params, "macs": f.macs, "flops": f.flops,
