@@ -1,15 +1,15 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...] [OPTIONS]`` (all of them by default).
 
-NAME: pipeline, training, inference, time_to_accuracy, memory, finetune, report. Each one prints its
-figures and writes benchmarks/results/NAME.json; ``report`` rewrites the tables in
-docs/benchmarks.md from those files.
+NAME: pipeline, training, inference, time_to_accuracy, memory, finetune, startup, report.
+Each one prints its figures and writes benchmarks/results/NAME.json; ``report`` rewrites the
+tables in docs/benchmarks.md from those files.
 """
 
 import importlib
 import sys
 
 NAMES = ("pipeline", "training", "inference", "time_to_accuracy", "memory", "finetune",
-         "report")
+         "startup", "report")
 
 
 def main(argv: list[str]) -> int:
