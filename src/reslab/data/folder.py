@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 from reslab.data.splits import ImageSplit, Loaded, SourceInfo, Split
 from reslab.errors import ConfigError, CorruptDataError, DataNotFoundError
+from reslab.limits import MAX_IMAGE_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def load_folder(
     """Read an image folder; val and test are set only where the folder has them."""
     if channels not in MODES:
         raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if image_size < 1:
-        raise ConfigError(f"image_size must be >= 1, got {image_size}")
+    if not 1 <= image_size <= MAX_IMAGE_SIDE:
+        raise ConfigError(f"image_size must be in 1...{MAX_IMAGE_SIDE}, got {image_size}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataNotFoundError(f"image folder {root} does not exist; check the path")
