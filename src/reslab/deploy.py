@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -18,7 +19,7 @@ from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
 from reslab.io import atomic_path
-from reslab.paths import check_output, printable, regular_file, run_files
+from reslab.paths import check_output, is_folder, printable, regular_file, run_files
 from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
 from reslab.training.evaluate import EvalResult, evaluate, predict_proba
 
@@ -46,16 +47,28 @@ def evaluate_checkpoint(
 
 
 def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
-    """The built-in data set a checkpoint was trained on. A checkpoint never chooses a folder
-    for reslab to read: an image folder it names must be given with --data."""
+    """The data set a checkpoint was trained on: a built-in one, or the folder its run's own
+    config.json names. A checkpoint alone never chooses a folder for reslab to read."""
     from reslab.data import dataset_names
 
     name = meta.get("data") or "fashion-mnist"
-    if name not in dataset_names():
+    if name not in dataset_names() and name != _run_data(Path(checkpoint)):
         raise ConfigError(f"{printable(checkpoint)} was trained on {printable(name)!r}, not a "
                           "built-in data set; a checkpoint does not choose what reslab reads: "
                           "give the data with --data")
     return name
+
+
+def _run_data(checkpoint: Path) -> str | None:
+    """The data of the run whose checkpoints/ folder holds ``checkpoint``, from its config.json."""
+    config = checkpoint.parent.parent / "config.json"
+    if checkpoint.parent.name != "checkpoints" or not config.is_file() \
+            or config.stat().st_size > 1 << 20:  # a config.json is a few kB
+        return None
+    try:
+        return json.loads(config.read_text())["config"]["data"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
 
 
 def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
@@ -111,7 +124,7 @@ def _image_paths(images: list[str | os.PathLike]) -> Iterator[Path]:
     for given in images:
         path = Path(given)
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes
-                       and not p.name.startswith(".")) if path.is_dir() else []
+                       and not p.name.startswith(".")) if is_folder(path) else []
         yield from found or [path]  # a folder without images is refused as not a file
 
 

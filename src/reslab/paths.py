@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 
 from reslab.errors import ConfigError
+
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 # The C0 and C1 control characters and DEL: a newline forges a line, ESC drives the terminal.
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -33,7 +36,19 @@ def expand(path: str | os.PathLike, option: str) -> Path:
         user = expanded.split(os.sep, 1)[0]
         raise ConfigError(f"{option} {printable(text)}: no user {printable(user[1:])!r} on this "
                           "machine; write the folder out in full")
-    return Path(expanded)
+    path = Path(expanded)
+    if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+        raise ConfigError(f"{option} {printable(text)[:80]}...: a name in it is longer than "
+                          f"{NAME_MAX} bytes, more than file systems allow; shorten it")
+    return path
+
+
+def is_folder(path: Path) -> bool:
+    """``path.is_dir()``, False for any path the system refuses to look at (too long...)."""
+    try:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def check_output(path: str | os.PathLike, option: str, *, suffix: str | None = None,
@@ -45,18 +60,18 @@ def check_output(path: str | os.PathLike, option: str, *, suffix: str | None = N
     shown = printable(out)
     if suffix is not None and out.suffix.lower() != suffix:
         raise ConfigError(f"{option} {shown} must end in {suffix}")
-    if out.is_dir():
-        raise ConfigError(f"{option} {shown} is a folder: give the {suffix or ''} file to write")
+    if is_folder(out):
+        raise ConfigError(f"{option} {shown} is a folder: give the file to write")
     for given in inputs:
-        source = Path(given).expanduser()
+        source = _expanded(given)
         if _same(out, source):
             raise ConfigError(f"{option} {shown} is an input of this command; writing it would "
                               "destroy it: choose another file")
-        if source.is_dir() and _inside(out, source):
+        if is_folder(source) and _inside(out, source):
             raise ConfigError(f"{option} {shown} is inside {printable(source)}, an input of this "
                               "command: choose a file elsewhere")
     check_folder(out.parent.absolute(), option, shown)
-    longest = _name_max(out.parent) - 16  # room for the temporary file's prefix and suffix
+    longest = min(NAME_MAX, _name_max(out.parent)) - 16  # room for the temporary file's affixes
     if len(os.fsencode(out.name)) > longest:
         raise ConfigError(f"{option} {shown}: the file name is too long for this file system "
                           f"(at most {longest} bytes here); choose a shorter one")
@@ -69,8 +84,8 @@ def check_run_folder(path: str | os.PathLike, option: str,
     one (a run inside an image folder's class folder would become training images)."""
     out = expand(path, option)
     for given in inputs:
-        source = Path(given).expanduser()
-        if _same(out, source) or (source.is_dir() and _inside(out / "x", source)):
+        source = _expanded(given)
+        if _same(out, source) or (is_folder(source) and _inside(out / "x", source)):
             raise ConfigError(f"{option} {printable(out)} is inside {printable(source)}, an "
                               "input of this run: choose a folder elsewhere")
     return out
@@ -78,14 +93,19 @@ def check_run_folder(path: str | os.PathLike, option: str,
 
 def check_folder(folder: Path, option: str, shown: str) -> None:
     """The folder an output goes into can be made (the writer creates what is missing) and
-    written: its nearest existing ancestor is a writable folder."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
-    if not existing.is_dir():
-        raise ConfigError(f"{option} {shown}: {printable(existing)} is a file, not a folder; "
-                          "choose another place")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {shown}: folder {printable(existing)} is not writable; "
-                          "choose another place")
+    written: a file can be created in its nearest existing ancestor (tried, as permissions
+    alone do not tell: root, read-only mounts, /proc)."""
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p) or p == p.parent)
+    if not is_folder(existing):
+        raise ConfigError(f"{option} {shown}: {printable(existing)} is not a folder; choose "
+                          "another place")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".reslab-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(f"{option} {shown}: cannot write in {printable(existing)} "
+                          f"({error.strerror or error}); choose another place") from None
 
 
 def regular_file(path: str | os.PathLike, what: str) -> Path:
@@ -108,6 +128,13 @@ def run_files(checkpoint: str | os.PathLike) -> list[Path]:
     if checkpoint.parent.name != "checkpoints" or not (run / "config.json").is_file():
         return [checkpoint]
     return [checkpoint, *run.iterdir()]
+
+
+def _expanded(path: str | os.PathLike) -> Path:
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # an unknown ~user: the command refuses it where it reads it
+        return Path(path)
 
 
 def _same(a: Path, b: Path) -> bool:

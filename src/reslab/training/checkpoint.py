@@ -101,7 +101,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
     if "model" not in meta:
         raise WeightsError(f"{path} has no reslab metadata: load it with load_weights instead")
     _check_metadata(path, meta)
-    spec = _checked_spec(path, meta, checkpoint.weights)
+    spec = checked_spec(path, meta, checkpoint.weights)
 
     def make() -> torch.nn.Module:
         if spec is not None:
@@ -140,7 +140,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
     return model.eval(), meta
 
 
-def _checked_spec(path: str | os.PathLike, meta: dict[str, Any],
+def checked_spec(path: str | os.PathLike, meta: dict[str, Any],
                   weights: dict[str, torch.Tensor]):
     """The metadata's spec (None for a zoo name), refused before anything is built when it
     describes more units or parameters than the limits allow or than the file holds."""

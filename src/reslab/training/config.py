@@ -240,11 +240,11 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     gigabytes, and a config has no need of them."""
     import yaml
 
-    path = os.path.expanduser(path)
+    from reslab.paths import regular_file
+
+    path = regular_file(path, "--config")  # checked before open: a FIFO would block it
     try:
         with open(path, "rb") as file:
-            if not os.path.isfile(path):
-                raise ConfigError(f"--config {path} is not a regular file")
             text = file.read(CONFIG_FILE_LIMIT + 1)
     except OSError as error:
         raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
