@@ -80,14 +80,24 @@ def check_output(path: str | os.PathLike, option: str, *, suffix: str | None = N
 
 def check_run_folder(path: str | os.PathLike, option: str,
                      inputs: Iterable[str | os.PathLike]) -> Path:
-    """A folder an option asks to fill (a run): refused when it is one of ``inputs`` or inside
-    one (a run inside an image folder's class folder would become training images)."""
+    """A folder an option asks to fill with a run: new, empty, or one of reslab's own runs
+    (which the run's lock then guards); refused when it holds a user's files, is a file, is one
+    of ``inputs`` or inside one (a run in an image folder's class folder would become training
+    images)."""
     out = expand(path, option)
     for given in inputs:
         source = _expanded(given)
         if _same(out, source) or (is_folder(source) and _inside(out / "x", source)):
             raise ConfigError(f"{option} {printable(out)} is inside {printable(source)}, an "
                               "input of this run: choose a folder elsewhere")
+    if os.path.lexists(out) and not is_folder(out):
+        raise ConfigError(f"{option} {printable(out)} is a file, not a folder: choose another "
+                          f"{option}")
+    if is_folder(out):
+        entries = {p.name for p in out.iterdir()} - {".lock"}
+        if entries and not entries & {"config.json", "checkpoints"}:
+            raise ConfigError(f"{option} {printable(out)} is a folder that holds files but no "
+                              "reslab run; choose a new or empty folder")
     return out
 
 

@@ -110,7 +110,7 @@ def run_eval(ns: Namespace) -> int:
     checkpoint = resolve_checkpoint(ns.checkpoint)
     confusion = None
     if ns.confusion:  # checked before the evaluation's minutes
-        data = [d for d in (ns.data, ns.data_dir) if d]
+        data = [d.removeprefix("folder:") for d in (ns.data, ns.data_dir) if d]
         confusion = check_output(ns.confusion, "--confusion", suffix=".png",
                                  inputs=[*run_files(checkpoint), *data])
     result, meta = evaluate_checkpoint(checkpoint, ns.data, split=ns.split,
