@@ -155,7 +155,7 @@ def _check(root: Path, argv: list[str], code: int, err: str, before: dict[str, s
 
 @pytest.mark.filterwarnings("ignore")
 def test_any_arguments_end_in_0_1_or_2_without_traceback_or_stray_files(workspace):
-    @settings(max_examples=120, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(argv=_command(workspace))
     def run(argv):
