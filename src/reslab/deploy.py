@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,11 @@ from typing import Any
 import torch
 
 from reslab.data import load_dataset
-from reslab.data.folder import decode_image
+from reslab.data.folder import decode_image, image_suffixes
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
+from reslab.paths import is_folder, printable, regular_file
 from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
 from reslab.training.evaluate import EvalResult, evaluate, predict_proba
 
@@ -28,7 +31,7 @@ def evaluate_checkpoint(
     """Accuracy and confusion matrix of a checkpoint (or run directory) on a data split."""
     model, meta = _inference_model(checkpoint)
     config = meta.get("config", {})
-    dataset = load_dataset(data or meta.get("data") or "fashion-mnist", data_dir,
+    dataset = load_dataset(data or _trained_on(checkpoint, meta), data_dir,
                            val_size=config.get("val_size"), seed=config.get("seed", 0),
                            image_size=config.get("image_size"), channels=config.get("channels"))
     if list(dataset.classes) != meta["classes"]:
@@ -39,6 +42,31 @@ def evaluate_checkpoint(
                          std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
     result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
     return result, meta
+
+
+def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
+    """The data set a checkpoint was trained on: a built-in one, or the folder its run's own
+    config.json names. A checkpoint alone never chooses a folder for reslab to read."""
+    from reslab.data import dataset_names
+
+    name = meta.get("data") or "fashion-mnist"
+    if name not in dataset_names() and name != _run_data(Path(checkpoint)):
+        raise ConfigError(f"{printable(checkpoint)} was trained on {printable(name)!r}, not a "
+                          "built-in data set; a checkpoint does not choose what reslab reads: "
+                          "give the data with --data")
+    return name
+
+
+def _run_data(checkpoint: Path) -> str | None:
+    """The data of the run whose checkpoints/ folder holds ``checkpoint``, from its config.json."""
+    config = checkpoint.parent.parent / "config.json"
+    if checkpoint.parent.name != "checkpoints" or not config.is_file() \
+            or config.stat().st_size > 1 << 20:  # a config.json is a few kB
+        return None
+    try:
+        return json.loads(config.read_text())["config"]["data"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
 
 
 def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
@@ -60,23 +88,39 @@ def predict_files(
     checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, top_k: int = 3
 ) -> list[Prediction]:
     """Top-k classes for each image; an unreadable image gets an error, the rest still run."""
-    if top_k < 1:
-        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    return list(iter_predictions(checkpoint, images, top_k=top_k))
+
+
+def iter_predictions(
+    checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, top_k: int = 3
+) -> Iterator[Prediction]:
+    """``predict_files`` one image at a time, each result as soon as it is made; a folder
+    stands for the images in it, sorted. The checkpoint is loaded before the first result."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k must be an integer >= 1, got {top_k!r}")
     model, meta = _inference_model(checkpoint)
     channels, size, _ = meta["input_size"]
     mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
     std = torch.tensor(meta["std"]).view(-1, 1, 1)
     classes = meta["classes"]
-    results = []
-    for path in images:
+    for path in _image_paths(images):
         try:
-            pixels = decode_image(Path(path), size, channels)
+            pixels = decode_image(regular_file(path, "image"), size, channels)
         except ReslabError as error:
-            results.append(Prediction(str(path), [], str(error)))
+            yield Prediction(str(path), [], str(error))
             continue
         x = ((pixels.float() / 255 - mean) / std).unsqueeze(0)
         probs = predict_proba(model, x, meta.get("tta_flip", False))[0]
         values, indices = probs.topk(min(top_k, len(classes)))
-        results.append(Prediction(str(path), [(classes[i], float(v))
-                                              for v, i in zip(values, indices, strict=True)]))
-    return results
+        yield Prediction(str(path), [(classes[i], float(v))
+                                     for v, i in zip(values, indices, strict=True)])
+
+
+def _image_paths(images: list[str | os.PathLike]) -> Iterator[Path]:
+    """Each path given; a folder's own image files (sorted, hidden ones left out) instead of it."""
+    suffixes = image_suffixes()
+    for given in images:
+        path = Path(given)
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes
+                       and not p.name.startswith(".")) if is_folder(path) else []
+        yield from found or [path]  # a folder without images is refused as not a file

@@ -15,6 +15,7 @@ from torch import nn
 
 from reslab.errors import ConfigError, MissingDependencyError
 from reslab.io import atomic_write_bytes
+from reslab.paths import check_output, run_files
 from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
 
 MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
@@ -64,7 +65,9 @@ def export_onnx(
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (what "
                           f"torch.onnx's TorchScript exporter writes), got {opset!r}")
-    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    source = resolve_checkpoint(checkpoint)
+    out = check_output(out, "--onnx", suffix=".onnx", inputs=run_files(source))
+    model, meta = model_from_checkpoint(source)
     tta_flip = bool(meta.get("tta_flip", False)) if tta_flip is None else tta_flip
     graph = ExportGraph(model, meta["mean"], meta["std"], normalize=include_normalization,
                         tta_flip=tta_flip).eval()

@@ -19,15 +19,24 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     any point leaves either the previous file or the new one. On an exception the temporary
     file is removed and the previous file is untouched.
     """
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # by path: file.name is tmp
+        yield file
+        file.flush()
+        os.fsync(file.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary file beside ``path`` for a writer that wants a path (torch.onnx):
+    created exclusively under a random name (no existing file or link is followed), renamed
+    onto ``path`` when the block succeeds, removed when it fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as file:  # by path, so file.name is the temporary file's path
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
+        yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:

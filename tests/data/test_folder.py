@@ -46,7 +46,9 @@ def test_grey_conversion_and_folder_prefix(image_folder):
 def test_channels_and_size_are_validated(image_folder):
     with pytest.raises(ConfigError, match="channels must be 1 .grey. or 3 .RGB., got 2"):
         load_dataset(image_folder, channels=2)
-    with pytest.raises(ConfigError, match="image_size must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"image_size must be in 1\.\.\.2048, got 100000"):
+        load_dataset(image_folder, image_size=100_000)  # refused before 30 GB per image
+    with pytest.raises(ConfigError, match=r"image_size must be in 1\.\.\.2048, got 0"):
         load_dataset(image_folder, image_size=0)
 
 

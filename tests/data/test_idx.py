@@ -29,14 +29,45 @@ def test_reads_the_four_files_exactly(tmp_path, make_fashion, gz):
     assert data.source.location == tmp_path / "fm"
 
 
-def test_mnist_same_path_structure_only(tmp_path, make_fashion):
-    arrays = make_fashion(tmp_path / "mnist", gz=True)
+def test_fashion_mnist_files_are_not_taken_for_mnist(tmp_path, make_fashion, monkeypatch):
+    """The .gz files fail MNIST's published MD5; the raw ones are recognised by their SHA-256."""
+    make_fashion(tmp_path / "gz", gz=True)
+    with pytest.raises(ChecksumError, match=r"train-images-idx3-ubyte\.gz: MD5 .* published "
+                                            "MNIST file"):
+        load_dataset("mnist", tmp_path / "gz")
+    make_fashion(tmp_path / "raw", gz=False)
+    with pytest.raises(ChecksumError, match="this is Fashion-MNIST's train-images-idx3-ubyte, "
+                                            "not MNIST's; give --data fashion-mnist"):
+        load_dataset("mnist", tmp_path / "raw")
+
+
+def test_mnist_gz_files_are_checked_against_the_published_md5(tmp_path, make_fashion,
+                                                               monkeypatch):
+    arrays = make_fashion(tmp_path / "mnist", gz=True, seed=3)
+    for path in (tmp_path / "mnist").iterdir():  # stand-ins for the published files
+        monkeypatch.setitem(idx.MNIST_GZ_MD5, path.name, hashlib.md5(path.read_bytes()).hexdigest())
+    for name in idx.FILES:  # and not Fashion-MNIST's
+        monkeypatch.setitem(idx.FASHION_MNIST_SHA256, name, "0" * 64)
     data = load_dataset("MNIST", tmp_path / "mnist", val_size=5)
-    assert data.name == "mnist"
-    assert data.classes == tuple("0123456789")
+    assert data.name == "mnist" and data.classes == tuple("0123456789")
     assert len(data.train) == 55 and len(data.val) == 5 and len(data.test) == 20
-    assert "structure checked" in data.source.verification
+    assert data.source.verification == "MD5 of the .gz files verified"
     assert np.array_equal(data.test.labels.numpy(), arrays["t10k-labels-idx1-ubyte"])
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_swapped_train_and_test_files_are_refused_before_reading(tmp_path, make_fashion, gz):
+    """Train and test swapped would give 5,000 training images and 60,000 test ones."""
+    make_fashion(tmp_path / "fm", n_train=60, n_test=20, gz=gz)
+    end = ".gz" if gz else ""
+    for kind in ("images-idx3", "labels-idx1"):
+        train, test = (tmp_path / "fm" / f"{s}-{kind}-ubyte{end}" for s in ("train", "t10k"))
+        train_bytes = train.read_bytes()
+        train.write_bytes(test.read_bytes())
+        test.write_bytes(train_bytes)
+    with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte.*: header claims 20 x 28 "
+                                               r"x 28 items, the published file has 60 x 28 x 28"):
+        load_dataset("fashion-mnist", tmp_path / "fm")
 
 
 def test_checksum_mismatch_names_the_file(tmp_path, make_fashion, monkeypatch):
@@ -72,7 +103,7 @@ def test_count_mismatch_between_images_and_labels(tmp_path, make_fashion, monkey
     make_fashion(tmp_path / "fm", gz=False)
     path = tmp_path / "fm" / "train-labels-idx1-ubyte"
     _rewrite(path, b"\x00\x00\x08\x01" + (59).to_bytes(4, "big") + bytes(59), monkeypatch)
-    with pytest.raises(CorruptDataError, match="holds 60 images but .* holds 59 labels"):
+    with pytest.raises(CorruptDataError, match="claims 59 items, the published file has 60"):
         load_dataset("fashion-mnist", tmp_path / "fm")
 
 

@@ -80,8 +80,10 @@ def test_grow_refuses_what_it_cannot_do():
     model = trained_like(CIFAR)
     with pytest.raises(ConfigError, match="stage must be between 1 and 3"):
         grow(model, 4, 1)
-    with pytest.raises(ConfigError, match="blocks must be >= 1"):
+    with pytest.raises(ConfigError, match="blocks must be from 1 to 1994"):
         grow(model, 1, 0)
+    with pytest.raises(ConfigError, match=r"blocks must be .* \(at most 2,000 units in a network"):
+        grow(model, 1, 10**9)  # refused before a billion units are built
     with pytest.raises(ConfigError, match="needs a reslab ResNet"):
         grow(torch.nn.Linear(2, 2), 1, 1)
 

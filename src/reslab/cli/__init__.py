@@ -56,14 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _configure_logging(getattr(options, "verbose", False))
     from reslab.errors import Interrupted, ReslabError
+    from reslab.paths import printable  # messages quote names from files and folders
 
     try:
         return handlers[options.command](options) or 0
     except Interrupted as stopped:
-        print(f"reslab: {stopped}", file=sys.stderr)
+        print(f"reslab: {printable(stopped)}", file=sys.stderr)
         return 130
     except ReslabError as error:
-        print(f"reslab: error: {error}", file=sys.stderr)
+        print(f"reslab: error: {printable(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reslab: interrupted", file=sys.stderr)

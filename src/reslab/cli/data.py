@@ -52,7 +52,11 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(options: Namespace) -> int:
     from reslab.data import load_dataset
+    from reslab.paths import check_output
 
+    if options.action == "show":  # checked before the data set's seconds of loading
+        data = [d for d in (options.name.removeprefix("folder:"), options.data_dir) if d]
+        options.out = check_output(options.out, "--out", suffix=".png", inputs=data)
     with download_progress() as progress:
         data = load_dataset(options.name, options.data_dir, val_size=options.val_size,
                             seed=options.seed, image_size=options.image_size,
@@ -83,6 +87,8 @@ def download_progress() -> Iterator[Callable | None]:
 
 
 def info(data, options: Namespace) -> int:
+    from reslab.paths import printable
+
     source = data.source
     c, h, w = data.image_shape
     rows = [
@@ -98,9 +104,9 @@ def info(data, options: Namespace) -> int:
     ]
     if source.skipped:
         rows.append(("skipped", f"{len(source.skipped)} unreadable image(s)"))
-    print(data.name)
+    print(printable(data.name))
     for key, value in rows:
-        print(f"  {key:<9} {value}")
+        print(f"  {key:<9} {printable(value)}")  # folder and class names come from the disk
     return 0
 
 
@@ -109,12 +115,13 @@ def show(data, options: Namespace) -> int:
 
     from reslab.data import AugmentConfig
     from reslab.errors import ConfigError, DataError
+    from reslab.limits import MAX_IMAGE_SIDE
 
-    out = Path(options.out)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {out} must end in .png")
+    out = options.out
     if not 1 <= options.count <= 256:
         raise ConfigError(f"--count must be in 1...256, got {options.count}")
+    if options.resize is not None and not 1 <= options.resize <= MAX_IMAGE_SIDE:
+        raise ConfigError(f"--resize must be in 1...{MAX_IMAGE_SIDE}, got {options.resize}")
     split = data.split(options.split)
     if len(split) == 0:
         raise DataError(f"the {options.split} split of {data.name} is empty; choose another "

@@ -62,6 +62,7 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 def run_experiment(ns: Namespace) -> int:
     from reslab.experiments import EXPERIMENTS, run
+    from reslab.paths import expand
 
     if ns.name is None:
         width = max(map(len, EXPERIMENTS))
@@ -71,7 +72,8 @@ def run_experiment(ns: Namespace) -> int:
     settings = parse_settings(ns.set)
     if ns.data_dir is not None:
         settings["data_dir"] = ns.data_dir
-    out = Path(ns.out or Path("runs") / f"experiment-{ns.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = expand(ns.out, "--out") if ns.out else \
+        Path("runs") / f"experiment-{ns.name}-{datetime.now():%Y%m%d-%H%M%S}"
     results = run(ns.name, out, quick=ns.quick, **settings)
     print(results["table"])
     print()

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 from argparse import Namespace
-from pathlib import Path
 
 from reslab.cli.parser import add_config_options, given
 from reslab.training.config import GROUPS, PRESETS, TrainConfig, read_config_file
@@ -45,10 +44,10 @@ def register(subcommands) -> dict:
     predict = subcommands.add_parser("predict", help="classify image files",
                                      description="Top-k classes of image files.")
     predict.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
-    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("images", nargs="+", help="image files, or folders of them")
     predict.add_argument("--top-k", type=int, default=3, help="classes to show (default: 3)")
     predict.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
-                         help="print JSON instead of lines")
+                         help="print one JSON object per image per line (JSON Lines)")
 
     export = subcommands.add_parser("export", help="export a checkpoint to ONNX",
                                     description="Export to ONNX, verified with onnxruntime.")
@@ -110,40 +109,55 @@ def raise_config_error(message: str):
 
 def run_eval(ns: Namespace) -> int:
     from reslab.deploy import evaluate_checkpoint
+    from reslab.paths import check_output, printable, run_files
+    from reslab.training.checkpoint import resolve_checkpoint
     from reslab.training.plots import plot_confusion
 
-    result, meta = evaluate_checkpoint(ns.checkpoint, ns.data, split=ns.split,
+    checkpoint = resolve_checkpoint(ns.checkpoint)
+    confusion = None
+    if ns.confusion:  # checked before the evaluation's minutes
+        data = [d.removeprefix("folder:") for d in (ns.data, ns.data_dir) if d]
+        confusion = check_output(ns.confusion, "--confusion", suffix=".png",
+                                 inputs=[*run_files(checkpoint), *data])
+    result, meta = evaluate_checkpoint(checkpoint, ns.data, split=ns.split,
                                        data_dir=ns.data_dir)
     per_class = result.per_class(meta["classes"])
-    if ns.confusion:
-        plot_confusion(result.confusion, meta["classes"], Path(ns.confusion),
+    if confusion:
+        plot_confusion(result.confusion, meta["classes"], confusion,
                        f"{meta['model']}: {ns.split} accuracy {result.accuracy:.4f}")
     if ns.json:
         print(json.dumps({"accuracy": result.accuracy, "loss": result.loss,
                           "images": result.count, "per_class": per_class,
                           "confusion": result.confusion.tolist()}, indent=2))
         return 0
-    print(f"{meta['model']} on {ns.split}: accuracy {result.accuracy:.4f}, loss "
+    print(f"{printable(meta['model'])} on {ns.split}: accuracy {result.accuracy:.4f}, loss "
           f"{result.loss:.4f}, {result.count:,} images")
-    width = max(len(c) for c in per_class)
-    for name, accuracy in per_class.items():
+    names = {printable(name): accuracy for name, accuracy in per_class.items()}
+    width = max(map(len, names))
+    for name, accuracy in names.items():
         print(f"  {name:<{width}}  {accuracy:.4f}")
     return 0
 
 
 def run_predict(ns: Namespace) -> int:
-    from reslab.deploy import predict_files
+    """Each result on stdout as soon as it is made (a line, or a JSON object per line with
+    --json); an image that could not be read on stderr; exit 1 if any could not."""
+    import sys
 
-    predictions = predict_files(ns.checkpoint, ns.images, top_k=ns.top_k)
-    if ns.json:
-        print(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
-    else:
-        for p in predictions:
-            if p.error:
-                print(f"{p.path}: error: {p.error}")
-            else:
-                print(f"{p.path}: " + ", ".join(f"{c} {prob:.3f}" for c, prob in p.top))
-    return 1 if any(p.error for p in predictions) else 0
+    from reslab.deploy import iter_predictions
+    from reslab.paths import printable
+
+    failed = 0
+    for p in iter_predictions(ns.checkpoint, ns.images, top_k=ns.top_k):
+        failed += p.error is not None
+        if p.error:
+            print(f"reslab: error: {printable(p.error)}", file=sys.stderr)
+        if ns.json:
+            print(json.dumps(dataclasses.asdict(p)), flush=True)
+        elif not p.error:
+            print(f"{printable(p.path)}: " + ", ".join(f"{printable(c)} {prob:.3f}"
+                                                       for c, prob in p.top), flush=True)
+    return 1 if failed else 0
 
 
 def run_export(ns: Namespace) -> int:

@@ -154,6 +154,9 @@ def _read_archive(source: CifarSource, path: Path) -> dict[str, bytes]:
 
 def _read_file(path: Path) -> bytes:
     try:
+        if (size := path.stat().st_size) > MAX_MEMBER_BYTES:  # refused before it is read
+            raise CorruptDataError(f"{path}: {size:,} bytes, more than any official CIFAR file "
+                                   f"({MAX_MEMBER_BYTES:,}); fetch the data set again")
         return path.read_bytes()
     except OSError as error:
         raise CorruptDataError(f"{path}: cannot read it ({error})") from None

@@ -117,8 +117,8 @@ def load_dataset(
     if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int)
                                  or val_size < 0):
         raise ConfigError(f"val_size must be an integer >= 0, got {val_size!r}")
-    if seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {seed}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     key, folder = _resolve(name)
     if folder is not None:
         loaded = load_folder(folder, image_size=32 if image_size is None else image_size,

@@ -27,6 +27,7 @@ from urllib.error import HTTPError
 
 from reslab.errors import DataNotFoundError, ReslabError
 from reslab.io import atomic_output
+from reslab.paths import expand
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def search_dirs(subdir: str, data_dir: str | os.PathLike | None = None) -> list[
     """The folders to look in, in priority order (see the module docstring)."""
     dirs: list[Path] = []
     if data_dir is not None:
-        root = Path(data_dir).expanduser()
+        root = expand(data_dir, "--data-dir")
         if not root.is_dir():
             raise DataNotFoundError(
                 f"data folder {root} does not exist or is not a folder; "
@@ -58,7 +59,7 @@ def search_dirs(subdir: str, data_dir: str | os.PathLike | None = None) -> list[
             )
         dirs += [root, root / subdir]
     if env := os.environ.get("RESLAB_DATA"):
-        dirs.append(Path(env).expanduser() / subdir)
+        dirs.append(expand(env, "RESLAB_DATA") / subdir)
     dirs.append(cache_root() / subdir)
     dirs += [system / subdir for system in SYSTEM_DIRS]
     return dirs
@@ -68,7 +69,7 @@ def download_dir(subdir: str) -> Path:
     """The first writable of ``$RESLAB_DATA/SUBDIR`` and ``~/.cache/reslab/SUBDIR`` (created)."""
     candidates = [cache_root() / subdir]
     if env := os.environ.get("RESLAB_DATA"):
-        candidates.insert(0, Path(env).expanduser() / subdir)
+        candidates.insert(0, expand(env, "RESLAB_DATA") / subdir)
     for folder in candidates:
         with suppress(OSError):
             folder.mkdir(parents=True, exist_ok=True)

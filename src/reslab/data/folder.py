@@ -28,6 +28,8 @@ from PIL import Image, ImageOps
 
 from reslab.data.splits import ImageSplit, Loaded, SourceInfo, Split
 from reslab.errors import ConfigError, CorruptDataError, DataNotFoundError
+from reslab.limits import MAX_IMAGE_SIDE
+from reslab.paths import expand, printable
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +133,9 @@ def load_folder(
     """Read an image folder; val and test are set only where the folder has them."""
     if channels not in MODES:
         raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if image_size < 1:
-        raise ConfigError(f"image_size must be >= 1, got {image_size}")
-    root = Path(root).expanduser()
+    if not 1 <= image_size <= MAX_IMAGE_SIDE:
+        raise ConfigError(f"image_size must be in 1...{MAX_IMAGE_SIDE}, got {image_size}")
+    root = expand(root, "image folder")
     if not root.is_dir():
         raise DataNotFoundError(f"image folder {root} does not exist; check the path")
     split_dirs = {name: root / name for name in SPLITS if (root / name).is_dir()}
@@ -173,7 +175,8 @@ def load_folder(
     if skipped:
         shown = "; ".join(skipped[:20]) + (f"; and {len(skipped) - 20} more" if
                                             len(skipped) > 20 else "")
-        log.warning("skipped %d unreadable image(s) under %s: %s", len(skipped), root, shown)
+        log.warning("skipped %d unreadable image(s) under %s: %s", len(skipped), printable(root),
+                    printable(shown))  # file names from the disk
     empty = _empty_like(splits["train"])
     val_origin = f"from {split_dirs['val']}" if "val" in splits else ""
     source = SourceInfo(location=root, verification="images decoded" if in_memory else

@@ -30,15 +30,20 @@ FASHION_MNIST_SHA256 = {
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 
-# MNIST publishes no checksum of its decompressed files, so local MNIST files get the strict
-# structural checks only. The widely used MD5s of the .gz files (torchvision's list) are checked
-# on download, where we know we hold exactly those compressed files.
+# MNIST publishes no checksum of its decompressed files: its .gz files are checked against the
+# widely used MD5s (torchvision's list, from wherever they come), its raw files against the
+# published counts and, so that Fashion-MNIST's files are not taken for them, against those.
 MNIST_GZ_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+
+# Images in each split of both data sets, as published: a header claiming other counts (another
+# release, train and test swapped, or a file of absurd size) is refused before it is read.
+COUNTS = {"train": 60_000, "t10k": 10_000}
+SIDE = 28
 
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than this: bounds what a .gz may claim
 
@@ -51,7 +56,8 @@ class IdxSource:
     url_env: str  # environment variable that overrides base_url (tests, mirrors)
     classes: tuple[str, ...]
     sha256: dict[str, str] | None  # of the decompressed files; None = structure only
-    gz_md5: dict[str, str] | None = None  # of the downloaded .gz files
+    gz_md5: dict[str, str] | None = None  # of the .gz files
+    others_sha256: dict[str, str] | None = None  # another data set's files of the same names
     apt_package: str | None = None
 
 
@@ -74,17 +80,20 @@ MNIST = IdxSource(
     classes=tuple(str(d) for d in range(10)),
     sha256=None,
     gz_md5=MNIST_GZ_MD5,
+    others_sha256=FASHION_MNIST_SHA256,
 )
 
 
 def read_idx(
-    path: Path, ndim: int, sha256: str | None = None, *, gzipped: bool | None = None
+    path: Path, ndim: int, sha256: str | None = None, *, gzipped: bool | None = None,
+    expected: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Read an unsigned-byte IDX file with ``ndim`` dimensions as uint8.
 
     ``gzipped`` defaults to whether the name ends in ``.gz``; ``sha256`` is that of the
-    decompressed content. The header's claimed size is checked against the file before the data
-    is read, so a corrupt header cannot make us allocate more than the file holds.
+    decompressed content. The header's claimed size is checked against the file (and against
+    ``expected`` dimensions, when given) before the data is read, so a corrupt header cannot make
+    us allocate more than the file holds.
     """
     if gzipped is None:
         gzipped = path.suffix == ".gz"
@@ -92,6 +101,11 @@ def read_idx(
         with gzip.open(path, "rb") if gzipped else open(path, "rb") as file:
             header = file.read(4 + 4 * ndim)
             dims = _parse_header(path, header, ndim)
+            if expected is not None and dims != expected:
+                raise CorruptDataError(
+                    f"{path}: header claims {' x '.join(map(str, dims))} items, the published "
+                    f"file has {' x '.join(map(str, expected))}; it is from another release, "
+                    "swapped with another file, or corrupt: fetch the data set again")
             claimed = math.prod(dims)
             stored = os.path.getsize(path)
             if not gzipped and stored != len(header) + claimed:
@@ -167,8 +181,11 @@ def load_idx_source(
     log.debug("reading %s from %s", source.title, found[FILES[0]].parent)
     train = _read_pair(source, found["train-images-idx3-ubyte"], found["train-labels-idx1-ubyte"])
     test = _read_pair(source, found["t10k-images-idx3-ubyte"], found["t10k-labels-idx1-ubyte"])
+    compressed = all(p.suffix == ".gz" for p in found.values())
     verification = ("SHA-256 verified" if source.sha256 is not None else
-                    "structure checked (no published checksum of the decompressed files)")
+                    "MD5 of the .gz files verified" if compressed
+                    else "counts and structure checked (MNIST publishes checksums of its .gz "
+                    "files only: keep them compressed to have them verified)")
     info = SourceInfo(location=found[FILES[0]].parent, verification=verification,
                       downloaded=downloaded)
     return Loaded(train=train, val=None, test=test, classes=source.classes, source=info)
@@ -179,31 +196,48 @@ def _checksum(source: IdxSource, path: Path) -> str | None:
 
 
 def _read_pair(source: IdxSource, images_path: Path, labels_path: Path) -> Split:
-    images = read_idx(images_path, 3, _checksum(source, images_path))
-    labels = read_idx(labels_path, 1, _checksum(source, labels_path))
-    if images.shape[1:] != (28, 28):
-        raise CorruptDataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
-                               f"{source.title} images are 28x28; check that this is the right "
-                               "file")
-    if len(images) != len(labels):
-        raise CorruptDataError(f"{images_path} holds {len(images):,} images but {labels_path} "
-                               f"holds {len(labels):,} labels; one of them is from another "
-                               "release or truncated: fetch both again")
-    if len(images) == 0:
-        raise CorruptDataError(f"{images_path}: holds no images; fetch it again")
+    count = COUNTS[images_path.name.split("-")[0]]
+    images = _read_verified(source, images_path, (count, SIDE, SIDE))
+    labels = _read_verified(source, labels_path, (count,))
     if (top := int(labels.max())) >= len(source.classes):
         raise CorruptDataError(f"{labels_path}: label {top} is out of range 0..."
                                f"{len(source.classes) - 1}; the file is corrupt: fetch it again")
     return Split(images.unsqueeze(1), labels.long())
 
 
+def _read_verified(source: IdxSource, path: Path, expected: tuple[int, ...]) -> torch.Tensor:
+    """An IDX file checked against every checksum the data set publishes for it (a raw MNIST
+    file, which has none, at least against Fashion-MNIST's)."""
+    name = path.name.removesuffix(".gz")
+    if path.suffix == ".gz" and source.gz_md5 is not None:
+        _check_md5(source, path.name, path)
+    tensor = read_idx(path, len(expected), _checksum(source, path), expected=expected)
+    if path.suffix != ".gz" and source.others_sha256 is not None and \
+            hashlib.sha256(_idx_bytes(tensor)).hexdigest() == source.others_sha256[name]:
+        raise ChecksumError(f"{path}: this is Fashion-MNIST's {name}, not {source.title}'s; "
+                            f"give --data fashion-mnist, or a folder with {source.title}'s files")
+    return tensor
+
+
+def _idx_bytes(tensor: torch.Tensor) -> bytes:
+    """The IDX file a tensor was read from (its header and bytes)."""
+    header = bytes((0, 0, 0x08, tensor.ndim)) + b"".join(d.to_bytes(4, "big")
+                                                        for d in tensor.shape)
+    return header + tensor.numpy().tobytes()
+
+
+def _check_md5(source: IdxSource, name: str, path: Path, shown: str | None = None) -> None:
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+    if digest != source.gz_md5[name]:
+        raise ChecksumError(f"{shown or path}: MD5 {digest}, expected {source.gz_md5[name]} (the "
+                            f"published {source.title} file); it is damaged or another data "
+                            "set's: fetch it again")
+
+
 def _verify_download(source: IdxSource, name: str, path: Path) -> None:
     if source.gz_md5 is not None:
-        with open(path, "rb") as file:
-            digest = hashlib.file_digest(file, "md5").hexdigest()
-        if digest != source.gz_md5[name]:
-            raise ChecksumError(f"downloaded {name}: MD5 {digest}, expected "
-                                f"{source.gz_md5[name]}; the mirror serves a different file")
+        _check_md5(source, name, path, f"downloaded {name}")  # path: a temporary file
     sha256 = None if source.sha256 is None else source.sha256[name.removesuffix(".gz")]
     read_idx(path, 3 if "images" in name else 1, sha256, gzipped=True)
 

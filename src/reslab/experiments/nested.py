@@ -38,8 +38,10 @@ from reslab.experiments.report import (
     save_figure,
     write_report,
 )
+from reslab.limits import MAX_UNITS
 from reslab.models import Ordering, ResNet, Shortcut, build
 from reslab.models.blocks import UNITS, zero_init_last
+from reslab.paths import check_output, run_files
 from reslab.training.checkpoint import (
     model_from_checkpoint,
     resolve_checkpoint,
@@ -70,8 +72,9 @@ def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNe
     if not 1 <= stage <= len(spec.depths):
         raise ConfigError(f"stage must be between 1 and {len(spec.depths)} (the network's "
                           f"stages), got {stage}")
-    if blocks < 1:
-        raise ConfigError(f"blocks must be >= 1, got {blocks}")
+    if not 1 <= blocks <= MAX_UNITS - sum(spec.depths):
+        raise ConfigError(f"blocks must be from 1 to {MAX_UNITS - sum(spec.depths)} (at most "
+                          f"{MAX_UNITS:,} units in a network), got {blocks}")
     if shortcut and spec.ordering is Ordering.BN_AFTER_ADD:
         log.warning("bn_after_add: the BN after each addition also normalises the shortcut, "
                     "so the new units are not exactly the identity")
@@ -107,10 +110,9 @@ def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,
                     out: str | os.PathLike, shortcut: bool = True) -> tuple[Path, ResNet]:
     """``grow`` a checkpoint's network and write the result as a weights-only checkpoint
     whose metadata is the old one with the new spec (``reslab grow``)."""
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"--out {out} must end in .safetensors")
-    model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
+    source = resolve_checkpoint(checkpoint)
+    out = check_output(out, "--out", suffix=".safetensors", inputs=run_files(source))
+    model, meta = model_from_checkpoint(source)
     if not isinstance(model, ResNet):
         raise ConfigError(f"{checkpoint} holds a {type(model).__name__}, not a ResNet")
     if shortcut == model.spec.is_plain:

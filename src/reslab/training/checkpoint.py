@@ -15,6 +15,7 @@ import safetensors.torch
 import torch
 
 from reslab.errors import ReslabError, WeightsError
+from reslab.limits import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE, MAX_UNITS
 from reslab.models.weights import (
     TRAIN_STATE_PREFIX,
     read_metadata,
@@ -22,6 +23,7 @@ from reslab.models.weights import (
     save_weights,
     state_dict_mismatch,
 )
+from reslab.paths import expand, printable, regular_file
 
 _TENSOR = "__tensor__"
 
@@ -92,7 +94,6 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
     from reslab.models import build
-    from reslab.models.spec import ResNetSpec
     from reslab.models.zoo import create_model
 
     checkpoint = load_checkpoint(path)
@@ -100,10 +101,11 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
     if "model" not in meta:
         raise WeightsError(f"{path} has no reslab metadata: load it with load_weights instead")
     _check_metadata(path, meta)
+    spec = checked_spec(path, meta, checkpoint.weights)
 
     def make() -> torch.nn.Module:
-        if meta.get("spec"):
-            return build(ResNetSpec.from_dict(meta["spec"]))
+        if spec is not None:
+            return build(spec)
         return create_model(meta["model"], num_classes=meta["num_classes"],
                             in_channels=meta["in_channels"])
 
@@ -119,23 +121,72 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
         raise WeightsError(f"{path}: weights do not match the model its metadata describes "
                            f"({problems}); the file is damaged or was edited")
     try:  # shapes only, on the meta device: predict and export feed this size
-        skeleton(torch.empty(1, *meta["input_size"], device="meta"))
+        outputs = skeleton(torch.empty(1, *meta["input_size"], device="meta")).shape
     except RuntimeError as error:
         raise WeightsError(f"{path}: metadata input_size {meta['input_size']} does not fit the "
                            f"model ({str(error).splitlines()[0][:160]}); the file is damaged or "
                            "was edited") from None
+    if outputs != (1, len(meta["classes"])):
+        head = "" if getattr(spec, "num_classes", 1) else " (a feature extractor, no head)"
+        raise WeightsError(f"{path}: metadata names {len(meta['classes'])} classes but the model "
+                           f"has {math.prod(outputs[1:])} outputs{head}; the file is damaged or "
+                           "was edited")
     model = make()
     try:
         model.load_state_dict(checkpoint.weights)
     except RuntimeError as error:
         raise WeightsError(f"{path}: weights do not match the model its metadata describes "
                            f"({str(error).splitlines()[0]})") from None
-    head = next((m for m in reversed(list(model.modules())) if isinstance(m, torch.nn.Linear)),
-                None)
-    if head is not None and len(meta["classes"]) != head.out_features:
-        raise WeightsError(f"{path}: metadata names {len(meta['classes'])} classes but the model "
-                           f"has {head.out_features} outputs; the file is damaged or was edited")
     return model.eval(), meta
+
+
+def checked_spec(path: str | os.PathLike, meta: dict[str, Any],
+                  weights: dict[str, torch.Tensor]):
+    """The metadata's spec (None for a zoo name), refused before anything is built when it
+    describes more units or parameters than the limits allow or than the file holds."""
+    from reslab.models.spec import ResNetSpec
+
+    if not meta.get("spec"):
+        return None
+    try:
+        spec = ResNetSpec.from_dict(meta["spec"])
+    except (ReslabError, TypeError, ValueError) as error:
+        raise WeightsError(f"{printable(path)}: its metadata describes no model reslab can build "
+                           f"({printable(error)})") from None
+    if sum(spec.depths) > MAX_UNITS or spec.input_size > MAX_IMAGE_SIDE:
+        raise WeightsError(f"{printable(path)}: its spec asks for {sum(spec.depths):,} units and "
+                           f"input side {spec.input_size} (limits {MAX_UNITS:,} and "
+                           f"{MAX_IMAGE_SIDE}); the file is damaged or was edited")
+    # far more than the file holds is refused unbuilt; a near miss is left to the key-by-key
+    # comparison on the meta device, which names the keys
+    held = sum(t.numel() for t in weights.values())
+    if (needed := fewest_parameters(spec)) > 10 * held:
+        raise WeightsError(f"{printable(path)}: its spec describes a network of at least "
+                           f"{needed:,} parameters but the file holds {held:,} numbers; the file "
+                           "is damaged or was edited")
+    return spec
+
+
+def fewest_parameters(spec) -> int:
+    """A lower bound on the parameters of ``build(spec)``, computed without building it: the
+    weights of each unit's convolutions and of the classifier (a unit kind registered from
+    outside counts one)."""
+    from reslab.models.spec import Block
+
+    def unit(c_in: int, width: int) -> int:
+        if spec.unit != "residual":
+            return 1
+        if spec.block is Block.BASIC:
+            return 9 * (c_in * width + width * width) // spec.groups
+        inner = width * spec.width_per_group // 64 * spec.groups
+        return c_in * inner + 9 * inner * inner // spec.groups + inner * width * spec.expansion
+
+    total = spec.num_features * spec.num_classes
+    channels = spec.stem_width
+    for depth, width in zip(spec.depths, spec.widths, strict=True):
+        total += unit(channels, width) + (depth - 1) * unit(width * spec.expansion, width)
+        channels = width * spec.expansion
+    return total
 
 
 def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
@@ -169,13 +220,25 @@ def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
             required[name] = (lambda v, kind=kind: isinstance(v, kind), expected)
     for name, (fits, expected) in required.items():
         if not fits(meta.get(name)):
-            raise WeightsError(f"{path}: metadata field {name!r} is {meta.get(name)!r:.60}, "
-                               f"expected {expected}; the file is damaged or was edited")
+            raise WeightsError(f"{printable(path)}: metadata field {name!r} is "
+                               f"{printable(repr(meta.get(name))[:60])}, expected {expected}; "
+                               "the file is damaged or was edited")
+    _, height, width = size
+    too_big = {"input channels": (channels, MAX_CHANNELS), "input height": (height, MAX_IMAGE_SIDE),
+               "input width": (width, MAX_IMAGE_SIDE), "classes": (len(meta["classes"]),
+                                                                   MAX_CLASSES)}
+    if not meta.get("spec"):
+        too_big |= {"num_classes": (meta["num_classes"], MAX_CLASSES),
+                    "in_channels": (meta["in_channels"], MAX_CHANNELS)}
+    for name, (value, limit) in too_big.items():
+        if value > limit:
+            raise WeightsError(f"{printable(path)}: metadata asks for {value:,} {name}, more than "
+                               f"the limit of {limit:,}; the file is damaged or was edited")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory's best checkpoint."""
-    path = Path(path)
+    path = expand(path, "checkpoint")
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.safetensors",
                           path / "checkpoints" / "last.safetensors"):
@@ -183,5 +246,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                 return candidate
         raise WeightsError(f"{path} holds no checkpoints/best.safetensors: is it a run directory?")
     if not path.exists():
-        raise WeightsError(f"no checkpoint at {path}: give a .safetensors file or a run directory")
-    return path
+        raise WeightsError(f"no checkpoint at {printable(path)}: give a .safetensors file or a "
+                           "run directory")
+    return regular_file(path, "checkpoint")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reslab.errors import ConfigError, UnknownNameError, check_fields
+from reslab.limits import MAX_IMAGE_SIDE
 
 
 def option(default: Any, help: str, group: str, metavar: str | None = None) -> Any:
@@ -121,6 +122,9 @@ class TrainConfig:
         _positive_int(self, "epochs", "batch_size")
         _positive_int(self, "max_steps", "train_subset", "resize", "threads", "image_size",
                       optional=True)
+        for name in ("resize", "image_size"):
+            if (side := getattr(self, name)) is not None and side > MAX_IMAGE_SIDE:
+                raise ConfigError(f"{name} must be at most {MAX_IMAGE_SIDE} pixels, got {side}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels!r}")
         if self.val_size is not None and (not _is_int(self.val_size) or self.val_size < 0):
@@ -168,6 +172,7 @@ class TrainConfig:
         for name in ("init_from", "freeze_until", "out", "data_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        _check_out(self)
         self.milestones = tuple(self.milestones)
         steps = self.milestones
         if any(not _is_int(m) or m <= 0 for m in steps) or list(steps) != sorted(steps):
@@ -235,11 +240,11 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     gigabytes, and a config has no need of them."""
     import yaml
 
-    path = os.path.expanduser(path)
+    from reslab.paths import regular_file
+
+    path = regular_file(path, "--config")  # checked before open: a FIFO would block it
     try:
         with open(path, "rb") as file:
-            if not os.path.isfile(path):
-                raise ConfigError(f"--config {path} is not a regular file")
             text = file.read(CONFIG_FILE_LIMIT + 1)
     except OSError as error:
         raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
@@ -274,6 +279,15 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v
+
+
+def _check_out(cfg: TrainConfig) -> None:
+    """The run's folder is none of its inputs, nor inside one."""
+    from reslab.paths import check_run_folder
+
+    if cfg.out is not None:
+        inputs = [str(cfg.data).removeprefix("folder:"), cfg.data_dir, cfg.init_from]
+        check_run_folder(cfg.out, "--out", [i for i in inputs if i])
 
 
 def _positive_int(cfg: TrainConfig, *names: str, optional: bool = False) -> None:

@@ -14,7 +14,10 @@ from torch import nn
 
 from reslab.data import Dataset
 from reslab.errors import ConfigError, ReslabError, WeightsError
-from reslab.models import ResNetSpec, build, create_model, load_weights, read_metadata
+from reslab.models import build, create_model, load_weights, read_metadata
+from reslab.models.weights import read_state_dict
+from reslab.paths import expand
+from reslab.training.checkpoint import checked_spec
 from reslab.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,7 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
     """The model of a run with ``init_from``: a reslab checkpoint brings its spec (a grown
     depth, its channels) and normalisation; a torchvision/timm state dict needs ``--model``.
     A different class count swaps the head, a different channel count adapts the first conv."""
-    path = Path(config.init_from).expanduser()
+    path = expand(config.init_from, "--init-from")
     if not path.is_file():
         raise ConfigError(f"--init-from {path}: no such file; give a weights file (.pth, "
                           ".safetensors) or a reslab checkpoint")
@@ -84,7 +87,7 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
 def _from_spec(meta: dict[str, Any], path: Path, classes: int, channels: int) -> nn.Module:
     try:
         if meta.get("spec"):
-            spec = ResNetSpec.from_dict(meta["spec"])
+            spec = checked_spec(path, meta, read_state_dict(path))  # bounded before it is built
             spec = spec.replace(num_classes=classes, in_channels=channels)
             with torch.device("meta"):  # a header describing a huge net allocates nothing
                 build(spec)

@@ -14,6 +14,7 @@ from torch import nn
 from reslab.data import Dataset, load_dataset
 from reslab.errors import ConfigError, WeightsError
 from reslab.models import ResNetSpec, build, create_model, read_metadata
+from reslab.paths import expand
 from reslab.training.config import TrainConfig, preset
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
@@ -49,7 +50,7 @@ def train(
         if config is not None or preset_name is not None:
             raise ConfigError("a resumed run keeps its own config: give options, not a config "
                               "or preset")
-        return _resume(Path(resume).expanduser(), options, on_epoch_end)
+        return _resume(expand(resume, "--resume"), options, on_epoch_end)
     model_given = "model" in options or (config is not None
                                          and config.model != TrainConfig.model)
     if config is None:

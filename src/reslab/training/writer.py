@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ConfigError, TrainingError
+from reslab.paths import check_run_folder
 from reslab.training.checkpoint import save_checkpoint
 from reslab.training.plots import plot_confusion, plot_curves
 from reslab.training.rundir import RunDir
@@ -33,7 +34,7 @@ class RunWriter:
         if not self.active:
             return self
         if not resume:
-            _check_fresh(self.run.path)
+            check_run_folder(self.run.path, "--out", ())  # never over a user's files
         self.run.lock()
         if not resume:
             if self.run.last.exists():
@@ -93,19 +94,6 @@ def _progress(state: TrainState) -> dict[str, Any]:
     history = state.counters.history
     return {"epoch": state.counters.epoch, "step": state.counters.step,
             "metrics": history[-1] if history else {}}
-
-
-def _check_fresh(path: Path) -> None:
-    """A new run goes into a new or empty folder, or one of reslab's own runs (which the
-    lock and the 'already holds a run' check then guard): never over a user's files."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise ConfigError(f"--out {path} is a file, not a folder: choose another --out")
-    entries = {p.name for p in path.iterdir()} - {".lock"}
-    if entries and not entries & {"config.json", "checkpoints"}:
-        raise ConfigError(f"--out {path} is a folder that holds files but no reslab run; "
-                          "choose a new or empty folder")
 
 
 def _write(path: Path, write) -> None:

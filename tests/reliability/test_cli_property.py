@@ -1,0 +1,194 @@
+"""The real CLI, driven by generated argument vectors for every subcommand: whatever the
+arguments, it exits 0, 1 or 2, never with a traceback, and writes nothing outside the output
+paths it was given. In-process for speed; a few cases through ``python -m reslab`` too.
+
+Training is kept to one step on 8x8 images, and experiments to settings that must be refused,
+so that each case takes at most a few seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from reslab.cli import main
+
+from . import hostile
+
+OUTPUT_OPTIONS = ("--out", "--onnx", "--confusion")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """An image folder of the checkpoint's ten classes, a run holding that checkpoint, an
+    image, a text file and a folder for outputs."""
+    root = tmp_path_factory.mktemp("cli-property")
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in hostile.CLASSES:
+            for i in range(2):
+                folder = root / "pets" / split / label
+                folder.mkdir(parents=True, exist_ok=True)
+                pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    data = f"folder:{root / 'pets'}"
+    hostile.write_checkpoint(root / "run" / "checkpoints" / "best.safetensors", data=data,
+                             config={"seed": 0, "channels": 1, "image_size": 16})
+    (root / "run" / "config.json").write_text(json.dumps({"config": {"data": data}}))
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "image.png")
+    (root / "notes.txt").write_text("the user's own file")
+    (root / "out").mkdir()
+    return root
+
+
+def _paths(root: Path):
+    """Path values: real inputs, fresh outputs, and paths no command can use."""
+    ckpt = root / "run" / "checkpoints" / "best.safetensors"
+    return st.sampled_from([
+        str(ckpt), str(root / "run"), str(root / "image.png"), str(root / "notes.txt"),
+        str(root / "pets"), f"folder:{root / 'pets'}", str(root / "pets" / "train" / "class1"),
+        str(root / "out" / "m.onnx"), str(root / "out" / "g.safetensors"),
+        str(root / "out" / "grid.png"), str(root / "out" / "run"), str(root / "out" / "new"),
+        str(root / "run" / "confusion.png"), str(root / "nowhere" / "x.png"),
+        "/proc/x.png", "~nobody-here-zz/x", str(root / ("n" * 300 + ".png")), "", "-",
+        str(root / "out" / "line\nbreak.png"), "\x1b[2J.png",
+    ])
+
+
+NUMBERS = st.sampled_from(["-1", "0", "1", "2", "3", "7", "2048", "2049", str(2**64), "nan",
+                           "inf", "1e309", "abc", "", "0x10", " 3"])
+WORDS = st.sampled_from(["cpu", "cuda", "mps", "meta", "auto", "fp16", "bf16", "fp32", "train",
+                         "val", "test", "resnet14", "resnet5", "fashion-mnist", "mnist",
+                         "cifar10", "degradation", "bogus", "\x00", "é", "--", "-v"])
+
+
+def _command(root: Path):
+    """(argv) for one subcommand, its options drawn from each command's own and hostile ones."""
+    paths, value = _paths(root), st.one_of(NUMBERS, WORDS, _paths(root))
+    path_options = {"--out", "--onnx", "--confusion", "--config", "--init-from", "--resume",
+                    "--data", "--data-dir"}
+    word_options = {"--device", "--precision", "--split", "--model", "--compare"}
+
+    def value_for(option: str):  # mostly of the option's own kind, sometimes anything
+        kind = paths if option in path_options else WORDS if option in word_options else NUMBERS
+        return st.one_of(kind, kind, kind, value)
+    ckpt = str(root / "run" / "checkpoints" / "best.safetensors")
+    base_train = ["train", "--data", f"folder:{root / 'pets'}", "--image-size", "8",
+                  "--channels", "1", "--epochs", "1", "--max-steps", "1", "--batch-size", "4",
+                  "--val-size", "2", "--quiet"]
+    commands = {
+        "train": (base_train, ["--seed", "--threads", "--device", "--precision", "--lr",
+                               "--out", "--config", "--init-from", "--resume", "--crop-padding",
+                               "--momentum", "--model"]),
+        "eval": (["eval"], ["--data", "--data-dir", "--split", "--confusion", "--json"]),
+        "predict": (["predict", ckpt], ["--top-k", "--json"]),
+        "export": (["export"], ["--onnx", "--opset"]),
+        "grow": (["grow", ckpt, "--stage", "1"], ["--blocks", "--out", "--no-shortcut"]),
+        "summary": (["summary"], ["--input", "--compare", "--json"]),
+        "models": (["models"], []),
+        "data info": (["data", "info"], ["--data-dir", "--val-size", "--seed", "--image-size",
+                                         "--channels"]),
+        "data show": (["data", "show"], ["--out", "--split", "--count", "--resize",
+                                         "--val-size", "--augmented"]),
+        "experiment": (["experiment"], ["--set"]),
+    }
+
+    @st.composite
+    def build(draw):
+        name = draw(st.sampled_from(sorted(commands)))
+        start, options = commands[name]
+        argv = list(start)
+        if name in ("eval", "export", "data info", "data show", "summary", "experiment"):
+            argv.append(draw(st.one_of(paths, WORDS)))  # the positional argument
+        if name == "predict":
+            argv += draw(st.lists(paths, min_size=1, max_size=3))
+        for option in draw(st.lists(st.sampled_from(options), max_size=4)) if options else []:
+            if option in ("--json", "--no-shortcut", "--augmented"):
+                argv.append(option)
+            elif option == "--set":  # settings that must be refused: nothing trains
+                argv += ["--quick", "--set", "epochs=" + draw(st.sampled_from(
+                    ["-1", "0", "abc", "1e309", str(2**64), "[1]"]))]
+            else:
+                argv += [option, draw(value_for(option))]
+        return argv
+
+    return build()
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    files = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_dir():
+            files[str(path)] = "folder"
+    return files
+
+
+def _outputs(argv: list[str]) -> list[Path]:
+    """The paths the command was told to write."""
+    return [Path(os.path.abspath(argv[i + 1])) for i, a in enumerate(argv[:-1])
+            if a in OUTPUT_OPTIONS]
+
+
+def _check(root: Path, argv: list[str], code: int, err: str, before: dict[str, str]) -> None:
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in err, (argv, err)
+    changed = {p for p, digest in _snapshot(root).items() if before.get(p) != digest}
+    changed |= {p for p in before if not os.path.lexists(p)}  # removed
+    allowed = _outputs(argv)
+    stray = [p for p in changed if not any(Path(p) == o or o in Path(p).parents
+                                           for o in allowed)]
+    assert not stray, (argv, stray, err)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_any_arguments_end_in_0_1_or_2_without_traceback_or_stray_files(workspace):
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(argv=_command(workspace))
+    def run(argv):
+        before = _snapshot(workspace)
+        out, err = io.StringIO(), io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(workspace / "out")  # a default output lands among the outputs
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(argv)
+                except SystemExit as stopped:
+                    code = stopped.code
+        finally:
+            os.chdir(cwd)
+        _check(workspace, [*argv, "--out", str(workspace / "out")], code, err.getvalue(),
+               before)
+
+    run()
+
+
+def test_the_installed_command_too(workspace):
+    """A few generated cases through ``python -m reslab`` in a child, each with a time limit."""
+    @settings(max_examples=4, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(argv=_command(workspace))
+    def run(argv):
+        before = _snapshot(workspace)
+        if any("\x00" in a for a in argv):  # no process can be given a NUL in an argument
+            return
+        done = subprocess.run([sys.executable, "-m", "reslab", *argv], capture_output=True,
+                              text=True, timeout=300, cwd=workspace / "out")
+        _check(workspace, [*argv, "--out", str(workspace / "out")], done.returncode,
+               done.stderr, before)
+
+    run()
