@@ -100,3 +100,32 @@ def test_the_recipe_trains_in_the_precision_asked_for(small_data):
     assert (recipe.precision, recipe.lr, recipe.batch_size, recipe.epochs) == ("fp32", 0.1, 128, 6)
     with pytest.raises(ConfigError, match="precision must be one of"):
         paper_recipe(degradation.DegradationSettings(precision="fp17"), small_data)
+
+
+def test_an_interrupted_experiment_continues_without_retraining_finished_runs(
+        tmp_path, small_data, monkeypatch):
+    import reslab.experiments.common as common
+
+    calls, real_fit = [], common.fit
+
+    def fit_until_the_third(model, data, config, **options):
+        calls.append(config.model)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C twice, during the third net
+        return real_fit(model, data, config, **options)
+
+    monkeypatch.setattr(common, "fit", fit_until_the_third)
+    out, settings = tmp_path / "report", dict(depths=(8, 14), **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        degradation.run(out, quick=True, data=small_data, **settings)
+    finished = {p.parent.name: p.read_bytes() for p in (out / "runs").glob("*/results.json")}
+    assert sorted(finished) == ["plain14", "plain8"]
+    calls.clear()
+    results = degradation.run(out, quick=True, data=small_data, **settings)
+    assert calls == ["resnet8", "resnet14"]  # the finished plain nets were read back
+    assert all((out / "runs" / n / "results.json").read_bytes() == b
+               for n, b in finished.items())
+    check_report(out, results)
+    assert {r["net"] for r in results["rows"]} == {"plain8", "plain14", "resnet8", "resnet14"}
+    with pytest.raises(ConfigError, match=r"other settings \(epochs\)"):
+        degradation.run(out, quick=True, data=small_data, **(settings | {"epochs": 3}))

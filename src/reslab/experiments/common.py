@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import types
@@ -16,8 +17,11 @@ import torch
 from reslab.data import Dataset, load_dataset
 from reslab.data.splits import ImageSplit
 from reslab.errors import ConfigError, check_fields
+from reslab.io import atomic_write_text
 from reslab.models import ResNetSpec, get_spec
 from reslab.training import FitResult, TrainConfig, fit, preset
+from reslab.training.checkpoint import load_checkpoint
+from reslab.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +104,37 @@ def _check_setting(name: str, hint: Any, value: Any) -> None:
         raise ConfigError(f"setting {name} must be {expected}, got {value!r:.60}")
 
 
-def prepare_out(out_dir: str | os.PathLike) -> Path:
-    """A fresh report folder: an earlier report is never mixed with a new one."""
+PLAN = "experiment.json"  # what a report folder is for: the experiment and its settings
+
+
+def prepare_out(out_dir: str | os.PathLike, name: str, settings: Settings) -> Path:
+    """The report folder: a new one, or the folder of the same experiment with the same
+    settings, interrupted or failed, which then continues (finished runs are not trained
+    again, see ``train_net``). Anything else already there is refused, never mixed in."""
     out = Path(out_dir)
+    plan = {"experiment": name, "settings": _plain(dataclasses.asdict(settings))}
     if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty: choose another --out, or delete it first")
+        try:
+            saved = json.loads((out / PLAN).read_text())
+        except (OSError, ValueError):
+            raise ConfigError(f"{out} is not empty and holds no {name} experiment: choose "
+                              "another --out, or delete it first") from None
+        if saved != plan:
+            changed = sorted(k for k in plan["settings"]
+                             if saved.get("settings", {}).get(k) != plan["settings"][k])
+            what = (f"experiment {saved.get('experiment')!r}" if saved.get("experiment") != name
+                    else f"other settings ({', '.join(changed)})")
+            raise ConfigError(f"{out} holds a run of {what}: give the same settings to continue "
+                              "it, or choose another --out")
+        log.info("continuing %s in %s: finished runs are kept", name, out)
+        return out
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / PLAN, json.dumps(plan, indent=2) + "\n")
     return out
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=list))
 
 
 def prepare_data(settings: Settings, data: Dataset | None) -> Dataset:
@@ -161,9 +189,21 @@ def paper_recipe(settings: TrainingSettings, data: Dataset, **changes: Any) -> T
 
 def train_net(model: torch.nn.Module, data: Dataset, config: TrainConfig, run_dir: Path,
               label: str) -> FitResult:
-    """Train through the normal engine; its run directory lands in the report folder."""
-    log.info("training %s (%d epochs of %d images)", label, config.epochs, len(data.train))
-    return fit(model, data, config.replace(model=label, out=str(run_dir)), run_dir=run_dir)
+    """Train through the normal engine; its run directory lands in the report folder. A run
+    an earlier attempt finished is read back (``model`` gets its chosen weights), and one it
+    left half done is resumed from its last checkpoint."""
+    run = RunDir(run_dir)
+    config = config.replace(model=label, out=str(run_dir))
+    if run.results.is_file() and run.best.is_file():
+        log.info("%s: finished before, kept", label)
+        model.load_state_dict(load_checkpoint(run.best).weights)
+        history = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+        test = json.loads(run.results.read_text())
+        return FitResult(run.path, history, test.get("best_val_acc"), test, model.eval())
+    resume = run.last.is_file()
+    log.info("%s %s (%d epochs of %d images)", "resuming" if resume else "training", label,
+             config.epochs, len(data.train))
+    return fit(model, data, config, run_dir=run_dir, resume=resume)
 
 
 def throughput(result: FitResult) -> float:

@@ -98,7 +98,7 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     device = resolve_device("auto")
     data = prepare_data(s, data)
     config = paper_recipe(s, data)  # checked before the minutes of timing below
-    out = prepare_out(out_dir)
+    out = prepare_out(out_dir, "cost", s)
     models = []
     for name in s.models:
         log.info("timing %s at %dx%d, batch %d", name, s.image_size, s.image_size,

@@ -54,7 +54,7 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     started = time.perf_counter()
     data = prepare_data(s, data)
     config = paper_recipe(s, data)  # a bad setting is refused before the folder is made
-    out = prepare_out(out_dir)
+    out = prepare_out(out_dir, "degradation", s)
     rows, curves = [], {}
     for plain in (True, False):
         for depth in sorted(set(s.depths)):

@@ -94,7 +94,7 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     if not s.depths or s.steps < 1 or s.measure_batches < 1:
         raise ConfigError("gradients needs depths, steps >= 1 and measure_batches >= 1")
     started = time.perf_counter()
-    out = prepare_out(out_dir)
+    out = prepare_out(out_dir, "gradients", s)
     data = prepare_data(s, data)
     device = resolve_device("auto")
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=False)

@@ -161,7 +161,7 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
         **settings: Any) -> dict[str, Any]:
     s = resolve_settings(NestedSettings, quick, QUICK, settings)
     started = time.perf_counter()
-    out = prepare_out(out_dir)
+    out = prepare_out(out_dir, "nested", s)
     data = prepare_data(s, data)
     base_name = net_name(s.depth, plain=False)
     torch.manual_seed(s.seed)

@@ -63,7 +63,7 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     if s.seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {s.seeds}")
     started = time.perf_counter()
-    out = prepare_out(out_dir)
+    out = prepare_out(out_dir, "orderings", s)
     data = prepare_data(s, data)
     net = net_name(s.depth, plain=False)
     rows = []
