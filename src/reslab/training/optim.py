@@ -74,9 +74,8 @@ def peak_step(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> in
 
 
 def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_epoch: int):
-    warmup = _rise(config, total_steps, steps_per_epoch)
+    rise = _rise(config, total_steps, steps_per_epoch)
     if config.schedule == "onecycle" and total_steps >= 4:
-        rise = warmup
         return lr_scheduler.OneCycleLR(
             optimizer, max_lr=[config.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups],
             total_steps=total_steps, pct_start=rise / total_steps, anneal_strategy="linear",
@@ -87,14 +86,14 @@ def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_e
     if config.schedule in ("constant", "onecycle"):  # a one-cycle of under 4 steps: constant
         main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     elif config.schedule == "cosine":
-        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup, 1))
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - rise, 1))
     else:
         main = lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
-    if warmup == 0:
+    if rise == 0:
         return main
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup)
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / rise, total_iters=rise)
     if config.schedule == "cosine":
-        return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+        return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[rise])
     return lr_scheduler.ChainedScheduler([ramp, main], optimizer)  # milestones stay absolute
 
 
