@@ -1,4 +1,5 @@
-"""Using a trained model: evaluate it, predict image files (ONNX export: ``reslab.export``)."""
+"""Using a trained model: evaluate it, predict image files, deepen it (``reslab grow``);
+ONNX export is ``reslab.export``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ from reslab.data.folder import decode_image, image_suffixes
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
-from reslab.paths import is_folder, printable, regular_file
-from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.models import ResNet, grow
+from reslab.paths import check_output, is_folder, printable, regular_file, run_files
+from reslab.training.checkpoint import (
+    model_from_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from reslab.training.evaluate import EvalResult, evaluate, predict_proba
 
 log = logging.getLogger(__name__)
@@ -124,3 +130,24 @@ def _image_paths(images: list[str | os.PathLike]) -> Iterator[Path]:
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes
                        and not p.name.startswith(".")) if is_folder(path) else []
         yield from found or [path]  # a folder without images is refused as not a file
+
+
+def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,
+                    out: str | os.PathLike, shortcut: bool = True) -> tuple[Path, ResNet]:
+    """``grow`` a checkpoint's network and write the result as a weights-only checkpoint
+    whose metadata is the old one with the new spec (``reslab grow``)."""
+    source = resolve_checkpoint(checkpoint)
+    out = check_output(out, "--out", suffix=".safetensors", inputs=run_files(source))
+    model, meta = model_from_checkpoint(source)
+    if not isinstance(model, ResNet):
+        raise ConfigError(f"{checkpoint} holds a {type(model).__name__}, not a ResNet")
+    if shortcut == model.spec.is_plain:
+        kind = "residual" if shortcut else "plain"
+        other = "plain" if shortcut else "residual"
+        raise ConfigError(
+            f"cannot add {kind} units to a {other} network in a checkpoint: the result is no "
+            f"ResNetSpec, so it could not be rebuilt from the file; use "
+            f"reslab.models.grow(model, ..., shortcut={shortcut}) in Python")
+    grown = grow(model, stage, blocks, shortcut)
+    save_checkpoint(out, grown.state_dict(), meta | {"spec": grown.spec.to_dict()})
+    return out, grown

@@ -1,4 +1,4 @@
-"""`reslab experiment NAME` (a report folder per experiment) and `reslab grow CHECKPOINT`."""
+"""`reslab experiment NAME`: a report folder per experiment."""
 
 from __future__ import annotations
 
@@ -29,19 +29,7 @@ def register(subcommands) -> dict:
                             help="change a setting, e.g. --set depths=[20,56,110] epochs=30 "
                             "(values in JSON)")
 
-    grow = subcommands.add_parser(
-        "grow", help="add identity residual units to a checkpoint",
-        description="Deepen a trained ResNet: append identity-initialised residual units to a "
-        "stage; the grown network computes the same function and keeps every weight.")
-    grow.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
-    grow.add_argument("--stage", type=int, required=True, help="stage to deepen, from 1")
-    grow.add_argument("--blocks", type=int, required=True, help="units to add")
-    grow.add_argument("--out", required=True, metavar="NEW_CHECKPOINT",
-                      help="where to write the grown checkpoint (.safetensors)")
-    grow.add_argument("--shortcut", action=argparse.BooleanOptionalAction, default=True,
-                      help="residual units (default); --no-shortcut adds plain units, freshly "
-                      "initialised (plain networks only)")
-    return {"experiment": run_experiment, "grow": run_grow}
+    return {"experiment": run_experiment}
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
@@ -79,15 +67,4 @@ def run_experiment(ns: Namespace) -> int:
     print()
     print(" ".join(results["findings"]))
     print(f"\nreport: {out / 'report.md'} ({results['seconds'] / 60:.1f} min)")
-    return 0
-
-
-def run_grow(ns: Namespace) -> int:
-    from reslab.experiments import grow_checkpoint
-
-    path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,
-                                  shortcut=ns.shortcut)
-    kind = "identity-initialised residual" if ns.shortcut else "plain"
-    print(f"wrote {path}: {ns.blocks} {kind} unit(s) added to stage {ns.stage}; depths now "
-          f"{list(grown.spec.depths)} ({grown.spec.depth} layers)")
     return 0

@@ -1,4 +1,5 @@
-"""``reslab summary NAME`` (shapes, parameters, MACs per stage) and ``reslab models``."""
+"""The model commands: ``reslab summary`` (shapes, parameters, MACs per stage), ``reslab
+models`` (the zoo) and ``reslab grow`` (a checkpoint deepened by identity units)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,19 @@ def register(subcommands) -> dict:
                         "'res*'; a bare word matches anywhere in the name.")
     models.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
                         help="Print JSON instead of a table.")
-    return {"summary": run_summary, "models": run_models}
+    grow = subcommands.add_parser(
+        "grow", help="add identity residual units to a checkpoint",
+        description="Deepen a trained ResNet: append identity-initialised residual units to a "
+        "stage; the grown network computes the same function and keeps every weight.")
+    grow.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    grow.add_argument("--stage", type=int, required=True, help="stage to deepen, from 1")
+    grow.add_argument("--blocks", type=int, required=True, help="units to add")
+    grow.add_argument("--out", required=True, metavar="NEW_CHECKPOINT",
+                      help="where to write the grown checkpoint (.safetensors)")
+    grow.add_argument("--shortcut", action=argparse.BooleanOptionalAction, default=True,
+                      help="residual units (default); --no-shortcut adds plain units, freshly "
+                      "initialised (plain networks only)")
+    return {"summary": run_summary, "models": run_models, "grow": run_grow}
 
 
 def run_summary(options: Namespace) -> int:
@@ -88,4 +101,15 @@ def run_models(options: Namespace) -> int:
              format_shape(f.input_shape)] for f in figures]
     print(text_table(["name", "block", "depth", "params", "MACs", "input"], body, left=2))
     print(wrapped(CONVENTION))
+    return 0
+
+
+def run_grow(ns: Namespace) -> int:
+    from reslab.deploy import grow_checkpoint
+
+    path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,
+                                  shortcut=ns.shortcut)
+    kind = "identity-initialised residual" if ns.shortcut else "plain"
+    print(f"wrote {path}: {ns.blocks} {kind} unit(s) added to stage {ns.stage}; depths now "
+          f"{list(grown.spec.depths)} ({grown.spec.depth} layers)")
     return 0

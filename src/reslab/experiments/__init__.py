@@ -15,9 +15,10 @@ from types import ModuleType
 from typing import Any
 
 from reslab.data import Dataset
+from reslab.deploy import grow_checkpoint
 from reslab.errors import UnknownNameError
 from reslab.experiments import cost, degradation, gradients, nested, orderings
-from reslab.experiments.nested import grow, grow_checkpoint
+from reslab.models import grow  # where model surgery lives; kept here for older callers
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "degradation": degradation,

@@ -1,14 +1,14 @@
 """Nested function classes: a net deepened by identity-initialised residual units computes the
 same function, so training it further need not make it worse (seeds 000 and 002).
 
-``grow(model, stage, blocks)`` does the deepening; ``reslab grow`` does it to a checkpoint.
+``reslab.models.grow(model, stage, blocks)`` does the deepening; ``reslab grow``
+(``reslab.deploy.grow_checkpoint``) does it to a checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,93 +38,11 @@ from reslab.experiments.report import (
     save_figure,
     write_report,
 )
-from reslab.limits import MAX_UNITS
-from reslab.models import Ordering, ResNet, Shortcut, build
-from reslab.models.blocks import UNITS, zero_init_last
-from reslab.paths import check_output, run_files
-from reslab.training.checkpoint import (
-    model_from_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from reslab.models import ResNet, build, grow
 from reslab.training.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 TITLE = "Nested function classes: deepening a trained network by identity units"
-
-
-def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNet:
-    """A deeper copy of ``model`` with ``blocks`` new units at the end of stage ``stage``
-    (1-based); every existing weight and buffer is kept and ``model`` is left as it was.
-
-    With ``shortcut`` the new units are residual and each branch's last BN (or conv, in the
-    pre-activation orderings) is zeroed, so each unit computes x -> x and the deeper network,
-    in eval mode, exactly the function of ``model``. (Under the ``bn_after_add`` ordering the
-    BN after the addition transforms the shortcut too, so there it is only close.) Without,
-    they are plain units initialised as ``build`` initialises: the function changes.
-
-    A residual network with plain units (or the reverse) is no ResNetSpec, so such a grown
-    model has ``spec = None``; otherwise its spec is the old one with the stage deepened.
-    """
-    if not isinstance(model, ResNet):
-        raise ConfigError(f"grow needs a reslab ResNet, got {type(model).__name__}")
-    spec = model.spec
-    if not 1 <= stage <= len(spec.depths):
-        raise ConfigError(f"stage must be between 1 and {len(spec.depths)} (the network's "
-                          f"stages), got {stage}")
-    if not 1 <= blocks <= MAX_UNITS - sum(spec.depths):
-        raise ConfigError(f"blocks must be from 1 to {MAX_UNITS - sum(spec.depths)} (at most "
-                          f"{MAX_UNITS:,} units in a network), got {blocks}")
-    if shortcut and spec.ordering is Ordering.BN_AFTER_ADD:
-        log.warning("bn_after_add: the BN after each addition also normalises the shortcut, "
-                    "so the new units are not exactly the identity")
-    kind = Shortcut.NONE if not shortcut else (
-        Shortcut.PROJECTION if spec.is_plain else spec.shortcut)  # identity-shaped: identity
-    width = spec.widths[stage - 1]
-    reference = next(model.parameters())
-    # the same memory format as the rest, or the next layers may take another (inexact) path
-    channels_last = _channels_last(model)
-    grown = copy.deepcopy(model)
-    for _ in range(blocks):
-        # the spec's own unit kind, norm, attention...; no stochastic depth in the new ones
-        unit_spec = spec.replace(shortcut=kind, drop_path_rate=0.0, avg_down=False)
-        unit = UNITS.get(spec.unit)(unit_spec, width * spec.expansion, width, 1, 0.0)
-        for m in unit.modules():  # He init, as build() initialises (BN starts at 1 and 0)
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if shortcut:
-            zero_init_last(unit)
-        unit.to(device=reference.device, dtype=reference.dtype)
-        if channels_last:
-            unit.to(memory_format=torch.channels_last)
-        grown.stage_units()[stage - 1].append(unit)
-    depths = tuple(d + blocks * (i == stage - 1) for i, d in enumerate(spec.depths))
-    grown.spec = spec.replace(depths=depths) if shortcut != spec.is_plain else None
-    grown.train(model.training)
-    return grown
-
-
-def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,
-                    out: str | os.PathLike, shortcut: bool = True) -> tuple[Path, ResNet]:
-    """``grow`` a checkpoint's network and write the result as a weights-only checkpoint
-    whose metadata is the old one with the new spec (``reslab grow``)."""
-    source = resolve_checkpoint(checkpoint)
-    out = check_output(out, "--out", suffix=".safetensors", inputs=run_files(source))
-    model, meta = model_from_checkpoint(source)
-    if not isinstance(model, ResNet):
-        raise ConfigError(f"{checkpoint} holds a {type(model).__name__}, not a ResNet")
-    if shortcut == model.spec.is_plain:
-        kind = "residual" if shortcut else "plain"
-        other = "plain" if shortcut else "residual"
-        raise ConfigError(
-            f"cannot add {kind} units to a {other} network in a checkpoint: the result is no "
-            f"ResNetSpec, so it could not be rebuilt from the file; use "
-            f"reslab.experiments.nested.grow(model, ..., shortcut={shortcut}) in Python")
-    grown = grow(model, stage, blocks, shortcut)
-    save_checkpoint(out, grown.state_dict(), meta | {"spec": grown.spec.to_dict()})
-    return out, grown
 
 
 @dataclass
@@ -226,14 +144,6 @@ def _depth(model: ResNet) -> int:
     """Weighted layers on the main path, as the papers count them (shortcut convs are not)."""
     return sum(isinstance(m, nn.Conv2d | nn.Linear) for name, m in model.named_modules()
                if "downsample" not in name)
-
-
-def _channels_last(model: nn.Module) -> bool:
-    # a 1-channel or 1x1 kernel is contiguous in both formats, so look at a 3x3 conv
-    weight = next((p for p in model.parameters()
-                   if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1), None)
-    return weight is not None and not weight.is_contiguous() and weight.is_contiguous(
-        memory_format=torch.channels_last)
 
 
 def findings(rows: list[dict[str, Any]], base_name: str, epochs: int, images: int

@@ -30,11 +30,12 @@ from reslab.models.spec import (
     StemPool,
     StrideOn,
 )
+from reslab.models.surgery import grow
 from reslab.models.weights import LoadReport, load_weights, read_metadata, save_weights
 from reslab.models.zoo import SPECS, TIMM_FAMILY, create_model, get_spec, list_models
 
 __all__ = [
-    "SPECS", "Block", "LeNetBN", "Ordering", "PadShortcut", "ResNet", "ResNetSpec",
+    "SPECS", "Block", "grow", "LeNetBN", "Ordering", "PadShortcut", "ResNet", "ResNetSpec",
     "ResidualUnit", "Shortcut", "Stem", "StrideOn", "build", "create_model", "get_spec",
     "list_models", "LoadReport", "load_weights", "read_metadata", "save_weights",
     "TIMM_FAMILY", "PretrainedCfg", "pretrained_cfg", "Naming", "StemPool",

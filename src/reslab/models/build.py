@@ -55,6 +55,26 @@ class FeatureInfo(list):
         return [info["module"] for info in self]
 
 
+def build_unit(spec: ResNetSpec, in_channels: int, width: int, stride: int = 1,
+               drop_path: float = 0.0) -> nn.Module:
+    """One unit of the spec's kind (the ``unit`` registry): what ``build`` puts in a stage and
+    ``grow`` appends to one."""
+    return UNITS.get(spec.unit)(spec, in_channels, width, stride, drop_path)
+
+
+def init_weights(module: nn.Module) -> None:
+    """torchvision's initialisation, for a network or a unit added to one: He-normal convs
+    (fan-out), zero biases, norms at 1 and 0. (The d2l preset re-initialises when asked.)"""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def unit_drop_rates(spec: ResNetSpec) -> list[float]:
     """Stochastic depth per unit, rising linearly from 0 to ``drop_path_rate`` (timm's rule)."""
     n = sum(spec.depths)
@@ -76,7 +96,6 @@ class ResNet(nn.Module):
             self.stem_names = [name for name, _ in layers]
         # the stem's last map before its pooling: feature 0, as timm numbers them
         self._stem_feature = f"stem.{layers[-2][0]}" if v2 else layers[-2][0]
-        make_unit = UNITS.get(spec.unit)
         drop_rates = iter(unit_drop_rates(spec))
         self.stage_names: list[str] = []
         stages = []
@@ -85,7 +104,7 @@ class ResNet(nn.Module):
             units = []
             for j in range(depth):
                 stride = 2 if i > 0 and j == 0 else 1
-                units.append(make_unit(spec, channels, width, stride, next(drop_rates)))
+                units.append(build_unit(spec, channels, width, stride, next(drop_rates)))
                 channels = units[-1].out_channels
             if v2:
                 stages.append(Stage(units))
@@ -121,15 +140,7 @@ class ResNet(nn.Module):
         return nn.Linear(self.num_features, num_classes)
 
     def _init_weights(self) -> None:
-        # torchvision's initialisation; the d2l preset re-initialises explicitly when asked.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         if self.spec.zero_init_residual:
             self.zero_init_residual()
 
