@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.data import AugmentConfig, BatchLoader, Dataset
-from reslab.errors import ConfigError, TrainingError
+from reslab.errors import ConfigError
 from reslab.experiments.common import (
     Settings,
     cifar_spec,
@@ -25,6 +25,7 @@ from reslab.experiments.common import (
 )
 from reslab.experiments.report import count, markdown_table, new_figure, save_figure, write_report
 from reslab.models import build
+from reslab.training import TrainConfig, TrainState, train_step
 from reslab.training.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -65,23 +66,19 @@ def layer_gradient_norms(model: nn.Module, batches: list[tuple[torch.Tensor, tor
 
 
 def sgd_steps(model: nn.Module, loader: BatchLoader, steps: int, lr: float) -> list[float]:
-    """``steps`` plain SGD steps (momentum 0.9, weight decay 1e-4); the losses."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    """``steps`` SGD steps (momentum 0.9, weight decay 1e-4 on every weight, constant rate,
+    fp32) through the training engine's own step; the losses."""
+    config = TrainConfig(lr=lr, momentum=0.9, nesterov=False, weight_decay=1e-4,
+                         decay_bn_and_bias=True, schedule="constant", warmup_epochs=0.0,
+                         label_smoothing=0.0, precision="fp32", channels_last=False, quiet=True)
+    state = TrainState(model, config, total_steps=steps, steps_per_epoch=len(loader))
     model.train()
     losses: list[float] = []
     epoch = 0
     while len(losses) < steps:
         loader.set_epoch(epoch)
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(f"the loss became {value} at step {len(losses) + 1}: "
-                                    f"lower the learning rate (lr, now {lr})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(value)
+            losses.append(train_step(state, x, y)[0])
             if len(losses) == steps:
                 break
         epoch += 1
