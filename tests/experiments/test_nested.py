@@ -93,15 +93,20 @@ def test_nested_experiment_report(tmp_path, small_data):
                          **TINY | dict(depth=8, epochs=1, continue_epochs=1))
     check_report(tmp_path / "nested", results)
     rows = {r["key"]: r for r in results["rows"]}
-    assert list(rows) == ["shallow", "grown", "grown_plain"]
+    assert list(rows) == ["shallow", "grown", "grown_random", "grown_plain"]
     shallow, grown, plain = rows["shallow"], rows["grown"], rows["grown_plain"]
+    random = rows["grown_random"]
     # the invariants that hold whatever the data: same function and accuracy at step 0
     assert grown["identical_at_step0"] and grown["max_abs_diff_at_step0"] == 0
     assert grown["test_acc_at_step0"] == shallow["test_acc_at_step0"]
     assert not plain["identical_at_step0"] and plain["max_abs_diff_at_step0"] > 0
+    # random-init growth (AutoGrow) changes the function at step 0; zero-init growth does not
+    assert not random["identical_at_step0"] and random["max_abs_diff_at_step0"] > 0
+    assert random["params"] == grown["params"] and random["layers"] == grown["layers"]
+    assert "randomly initialised changed the function" in results["findings"][3]
     assert grown["layers"] == plain["layers"] == shallow["layers"] + 4 == 12
     assert grown["params"] == plain["params"] > shallow["params"]
-    assert [len(results["curves"][k]) for k in rows] == [2, 2, 2]  # step 0 and one epoch
+    assert [len(results["curves"][k]) for k in rows] == [2, 2, 2, 2]  # step 0, one epoch
     assert "bit-for-bit unchanged" in results["findings"][0]
     assert (tmp_path / "nested" / "runs" / "grown" / "checkpoints" / "best.safetensors").exists()
 

@@ -89,6 +89,8 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
     nets = {
         "shallow": (f"{base_name} (no growth)", copy.deepcopy(trained)),
         "grown": (f"{base_name} + {s.blocks} residual units", grow(trained, s.stage, s.blocks)),
+        "grown_random": (f"{base_name} + {s.blocks} residual units, random init",
+                         grow(trained, s.stage, s.blocks, identity=False)),
         "grown_plain": (f"{base_name} + {s.blocks} plain units",
                         grow(trained, s.stage, s.blocks, shortcut=False)),
     }
@@ -124,8 +126,9 @@ def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
         f"{base_name} is trained on {data.name} ({len(data.train):,} images, "
         f"{count(s.epochs, 'epoch')}, the paper's recipe), then deepened by {s.blocks} units "
         f"at the end of stage {s.stage}: residual units whose last BN is zero-initialised "
-        "(each computes x -> x), or the same units without the shortcut, freshly "
-        "initialised. The three networks (the shallow one too, for a fair budget) then train "
+        "(each computes x -> x), the same residual units left as build initialises them "
+        "(AutoGrow's random-init growth), or the same units without the shortcut, freshly "
+        "initialised. The four networks (the shallow one too, for a fair budget) then train "
         f"{count(s.continue_epochs, 'more epoch')} from lr {s.continue_lr}. \"Output change\" "
         f"is the largest absolute difference of the logits from the trained {base_name}'s, "
         "over the test set, in eval mode."
@@ -151,6 +154,7 @@ def findings(rows: list[dict[str, Any]], base_name: str, epochs: int, images: in
     """Three sentences from the numbers; ``images``: the test images accuracies are over."""
     by = {r["key"]: r for r in rows}
     shallow, grown, plain = by["shallow"], by["grown"], by["grown_plain"]
+    random_init = by.get("grown_random")
     before = shallow["test_acc_at_step0"]
     if grown["identical_at_step0"]:
         same = (f"left its outputs bit-for-bit unchanged (test accuracy {percent(before)}% "
@@ -176,7 +180,7 @@ def findings(rows: list[dict[str, Any]], base_name: str, epochs: int, images: in
     plain_change = (f"changed the function (outputs moved by up to "
                     f"{plain['max_abs_diff_at_step0']:.3g}) and took test accuracy from "
                     f"{percent(before)}% to {percent(plain['test_acc_at_step0'])}%")
-    return [
+    sentences = [
         f"Growing {base_name} by zero-initialised residual units {same}.",
         f"After {count(epochs, 'more epoch')} the grown network reached {percent(b)}% test "
         f"accuracy against {percent(a)}% for the shallow one trained as long: {verdict}.",
@@ -184,6 +188,16 @@ def findings(rows: list[dict[str, Any]], base_name: str, epochs: int, images: in
         f"{count(epochs, 'epoch')} it reached {percent(plain['test_acc_after'])}% "
         f"({versus} the residual growth's {percent(b)}%).",
     ]
+    if random_init is not None:  # AutoGrow: random-init growth beats function-preserving
+        r = random_init["test_acc_after"]
+        compared = ("level with" if abs(r - b) <= noise(b, images) else
+                    "below" if r < b else "above")
+        sentences.append(
+            f"The same residual units left randomly initialised changed the function (outputs "
+            f"moved by up to {random_init['max_abs_diff_at_step0']:.3g}, test accuracy "
+            f"{percent(random_init['test_acc_at_step0'])}% at step 0) and reached {percent(r)}%: "
+            f"{compared} the function-preserving growth's {percent(b)}% in this run.")
+    return sentences
 
 
 def _plot(curves: dict[str, list[float]], rows: list[dict], s: NestedSettings, path: Path,
@@ -192,7 +206,8 @@ def _plot(curves: dict[str, list[float]], rows: list[dict], s: NestedSettings, p
     base = curves["base"]
     ax.plot(range(1, len(base) + 1), [100 * v for v in base], "k-", linewidth=2,
             label="shallow net, before growing")
-    for style, colour, row in zip(("--", "-", "-"), ("C0", "C2", "C3"), rows, strict=True):
+    for style, colour, row in zip(("--", "-", "-.", "-"), ("C0", "C2", "C1", "C3"), rows,
+                                  strict=True):
         values = curves[row["key"]]
         ax.plot(range(len(base), len(base) + len(values)), [100 * v for v in values], style,
                 marker="o", color=colour, markersize=3, label=row["net"])

@@ -18,7 +18,8 @@ from reslab.models.spec import Ordering, Shortcut
 log = logging.getLogger(__name__)
 
 
-def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNet:
+def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True,
+         identity: bool = True) -> ResNet:
     """A deeper copy of ``model`` with ``blocks`` new units at the end of stage ``stage``
     (1-based); every existing weight and buffer is kept and ``model`` is left as it was.
 
@@ -27,6 +28,8 @@ def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNe
     in eval mode, exactly the function of ``model``. (Under the ``bn_after_add`` ordering the
     BN after the addition transforms the shortcut too, so there it is only close.) Without,
     they are plain units initialised as ``build`` initialises: the function changes.
+    ``identity=False`` keeps the new residual units as ``build`` initialises them too
+    (AutoGrow's random-init growth): the function changes from the first step.
 
     A residual network with plain units (or the reverse) is no ResNetSpec, so such a grown
     model has ``spec = None``; otherwise its spec is the old one with the stage deepened.
@@ -55,7 +58,7 @@ def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True) -> ResNe
         unit_spec = spec.replace(shortcut=kind, drop_path_rate=0.0, avg_down=False)
         unit = build_unit(unit_spec, width * spec.expansion, width)
         init_weights(unit)  # as build() initialises a network
-        if shortcut:
+        if shortcut and identity:
             zero_init_last(unit)
         unit.to(device=reference.device, dtype=reference.dtype)
         if channels_last:
