@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from reslab.data import Dataset
 from reslab.errors import ConfigError, ReslabError, WeightsError
-from reslab.models import build, create_model, load_weights, read_metadata
+from reslab.models import build, create_model, load_weights, pretrained_cfg, read_metadata
 from reslab.models.weights import read_state_dict
 from reslab.paths import expand
 from reslab.training.checkpoint import checked_spec
@@ -88,10 +87,7 @@ def _from_spec(meta: dict[str, Any], path: Path, classes: int, channels: int) ->
     try:
         if meta.get("spec"):
             spec = checked_spec(path, meta, read_state_dict(path))  # bounded before it is built
-            spec = spec.replace(num_classes=classes, in_channels=channels)
-            with torch.device("meta"):  # a header describing a huge net allocates nothing
-                build(spec)
-            return build(spec)
+            return build(spec.replace(num_classes=classes, in_channels=channels))
         return create_model(meta["model"], num_classes=classes, in_channels=channels)
     except (ReslabError, TypeError, ValueError) as error:
         raise WeightsError(f"{path}: its metadata describes no model reslab can build "
@@ -100,10 +96,6 @@ def _from_spec(meta: dict[str, Any], path: Path, classes: int, channels: int) ->
 
 def _pretrained_normalisation(name: str) -> tuple[tuple, tuple] | None:
     """The mean/std a zoo model's published weights were trained with, where known."""
-    try:
-        from reslab.models import pretrained_cfg
-    except ImportError:
-        return None
     cfg = pretrained_cfg(name)
     return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else None
 
