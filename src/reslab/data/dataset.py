@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -68,8 +69,9 @@ class Dataset:
         """``(C, H, W)`` as stored (before any loader resize)."""
         return self.train.image_shape
 
+    @functools.cached_property
     def identity(self) -> dict[str, Any]:
-        """What a resumed run checks is still the data it trained on."""
+        """What a resumed run checks is still the data it trained on (hashed once)."""
         return {"name": self.name, "classes": list(self.classes),
                 "sizes": {s: len(self.split(s)) for s in ("train", "val", "test")},
                 "fingerprint": {s: fingerprint(self.split(s)) for s in ("train", "val", "test")}}

@@ -143,13 +143,11 @@ BASELINES: dict[str, Callable[..., nn.Module]] = {"lenet_bn": LeNetBN}
 def list_models(pattern: str = "*") -> list[str]:
     """Names in the zoo matching a shell-style pattern, sorted naturally."""
     import fnmatch
-    import re
+
+    from reslab.zoo_figures import natural_key
 
     names = [n for n in (*SPECS, *BASELINES) if fnmatch.fnmatch(n, pattern)]
-    def natural(n: str) -> list:
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
-
-    return sorted(names, key=natural)
+    return sorted(names, key=natural_key)
 
 
 def _unknown(name: str) -> UnknownNameError:

@@ -58,7 +58,8 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
             raise ConfigError(f"--model {config.model} disagrees with --init-from {path}, a "
                               f"checkpoint of {meta['model']}: leave --model out")
         config = config.replace(model=meta["model"])
-        model = _from_spec(meta, path, classes, channels)
+        weights = read_state_dict(path)
+        model = _from_spec(meta, path, weights, classes, channels)
         source = f"reslab checkpoint of {meta['model']}"
         if meta.get("spec") and "depths" in meta["spec"]:
             source += f", depths {meta['spec']['depths']}"
@@ -70,7 +71,7 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
         model = create_model(config.model, num_classes=classes, in_channels=channels)
         source = f"state dict for {config.model}"
         own = _pretrained_normalisation(config.model)
-    report = load_weights(model, path)
+    report = load_weights(model, weights if meta is not None else path)
     notes.append(f"init: weights from {path} ({source})")
     if report.dropped:
         notes.append(f"head: replaced for {classes} classes ({', '.join(report.dropped)} "
@@ -83,10 +84,11 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
     return Start(model, data, config, notes)
 
 
-def _from_spec(meta: dict[str, Any], path: Path, classes: int, channels: int) -> nn.Module:
+def _from_spec(meta: dict[str, Any], path: Path, weights: dict, classes: int,
+               channels: int) -> nn.Module:
     try:
         if meta.get("spec"):
-            spec = checked_spec(path, meta, read_state_dict(path))  # bounded before it is built
+            spec = checked_spec(path, meta, weights)  # bounded before it is built
             return build(spec.replace(num_classes=classes, in_channels=channels))
         return create_model(meta["model"], num_classes=classes, in_channels=channels)
     except (ReslabError, TypeError, ValueError) as error:

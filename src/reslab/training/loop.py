@@ -336,7 +336,7 @@ def run_metadata(model: nn.Module, config: TrainConfig, data: Dataset) -> dict[s
         "std": list(data.std),
         "input_size": list(input_shape(data, config)),
         "data": data.name,
-        "data_identity": data.identity(),
+        "data_identity": data.identity,
         "tta_flip": config.tta_flip,
         "config": config.to_dict(),
     }

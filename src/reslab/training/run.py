@@ -91,7 +91,7 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
     data = _load_data(config)
     if config.init_from is not None:  # the run was normalised as the weights were
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-    _check_same_data(meta.get("data_identity"), data.identity(), run.path)
+    _check_same_data(meta.get("data_identity"), data.identity, run.path)
     model = _model_of(meta, config, data, run.last)
     notes = _freeze(model, config)
     return fit(model, data, config, run_dir=run.path, resume=True, on_epoch_end=on_epoch_end,
