@@ -42,7 +42,8 @@ def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
         nonlocal paused
         now = time.perf_counter()
         accuracy = evaluate(model, test, len(data.classes), device=device, precision=precision,
-                            tta_flip=config.tta_flip).accuracy
+                            tta_flip=config.tta_flip,
+                            tta_shift=config.tta_shift).accuracy
         epochs.append({"epoch": row["epoch"], "wall_s": now - start - paused,
                        "val_acc": row["val_acc"], "test_acc": accuracy})
         paused += time.perf_counter() - now

@@ -46,7 +46,8 @@ def evaluate_checkpoint(
     size = meta["input_size"][1]
     loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
                          std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
-    result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False))
+    result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False),
+                      tta_shift=meta.get("tta_shift", 0))
     return result, meta
 
 
@@ -116,7 +117,8 @@ def iter_predictions(
             yield Prediction(str(path), [], str(error))
             continue
         x = ((pixels.float() / 255 - mean) / std).unsqueeze(0)
-        probs = predict_proba(model, x, meta.get("tta_flip", False))[0]
+        probs = predict_proba(model, x, meta.get("tta_flip", False),
+                              meta.get("tta_shift", 0))[0]
         values, indices = probs.topk(min(top_k, len(classes)))
         yield Prediction(str(path), [(classes[i], float(v))
                                      for v, i in zip(values, indices, strict=True)])

@@ -17,32 +17,34 @@ from reslab.errors import ConfigError, MissingDependencyError
 from reslab.io import atomic_write_bytes
 from reslab.paths import check_output, run_files
 from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.training.evaluate import predict_proba
 
 MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
 
 
 class ExportGraph(nn.Module):
     """The model as exported: optionally normalising raw pixels first, and optionally
-    averaging the class probabilities of each image and its mirror (as ``predict`` does)."""
+    averaging the class probabilities of each image's test-time views: its mirror, and its
+    shifts by ``tta_shift`` pixels (as ``predict`` does)."""
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], *,
-                 normalize: bool, tta_flip: bool):
+                 normalize: bool, tta_flip: bool, tta_shift: int = 0):
         super().__init__()
-        self.model, self.normalize, self.tta_flip = model, normalize, tta_flip
+        self.model, self.normalize = model, normalize
+        self.tta_flip, self.tta_shift = tta_flip, tta_shift
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     @property
     def output(self) -> str:
-        return "probabilities" if self.tta_flip else "logits"
+        return "probabilities" if self.tta_flip or self.tta_shift else "logits"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             images = (images - self.mean) / self.std
-        if not self.tta_flip:
+        if self.output == "logits":
             return self.model(images)
-        return (self.model(images).softmax(dim=1)
-                + self.model(images.flip(3)).softmax(dim=1)) / 2
+        return predict_proba(self.model, images, self.tta_flip, self.tta_shift)
 
 
 def export_onnx(
@@ -68,9 +70,11 @@ def export_onnx(
     source = resolve_checkpoint(checkpoint)
     out = check_output(out, "--onnx", suffix=".onnx", inputs=run_files(source))
     model, meta = model_from_checkpoint(source)
+    # --no-tta: logits of the image alone; otherwise the views the run evaluated
+    tta_shift = 0 if tta_flip is False else meta.get("tta_shift", 0)
     tta_flip = bool(meta.get("tta_flip", False)) if tta_flip is None else tta_flip
     graph = ExportGraph(model, meta["mean"], meta["std"], normalize=include_normalization,
-                        tta_flip=tta_flip).eval()
+                        tta_flip=tta_flip, tta_shift=tta_shift).eval()
     channels, height, width = meta["input_size"]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -95,6 +99,16 @@ def export_onnx(
     return {"path": str(out), "max_abs_diff": max_abs, "metadata": described}
 
 
+def _output_text(graph: ExportGraph) -> str:
+    if graph.output == "logits":
+        return "logits, no mirror averaging"
+    if not graph.tta_shift:
+        return "probabilities, each image's averaged with its mirror's"
+    return (f"probabilities, each image's averaged over {2 * 3 if graph.tta_flip else 3} "
+            f"views: shifted by 0 and +/-{graph.tta_shift} pixels"
+            + (", and their mirrors" if graph.tta_flip else ""))
+
+
 def describe(meta: dict[str, Any], graph: ExportGraph) -> dict[str, Any]:
     """The metadata an exported file carries (``custom_metadata_map`` in onnxruntime)."""
     channels, height, width = meta["input_size"]
@@ -106,7 +120,6 @@ def describe(meta: dict[str, Any], graph: ExportGraph) -> dict[str, Any]:
         "std": meta["std"],
         "input": ("pixels in [0, 1], normalised in the graph" if graph.normalize else
                   "(pixels in [0, 1] - mean) / std, per channel"),
-        "output": ("probabilities, each image's averaged with its mirror's" if graph.tta_flip
-                   else "logits, no mirror averaging"),
+        "output": _output_text(graph),
         "spec": meta.get("spec"),
     }

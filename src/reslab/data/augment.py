@@ -24,6 +24,9 @@ class AugmentConfig:
     crop_padding: pad each side with this many black pixels, then crop back at a random offset
         (a random translation of up to ``crop_padding`` pixels); 0 = off.
     flip: mirror left-right with probability 1/2.
+    alternate_flips: with ``flip``, mirror each image in exactly every other epoch instead
+        (a random half of them in even epochs, the other half in odd ones), as airbench does:
+        no image goes several epochs unmirrored or mirrored by chance.
     erase_prob: probability that an image gets one random rectangle erased (cutout); 0 = off.
     erase_scale: range of the rectangle's area, as a fraction of the image.
     erase_ratio: range of the rectangle's aspect ratio (height / width).
@@ -31,6 +34,7 @@ class AugmentConfig:
 
     crop_padding: int = 0
     flip: bool = False
+    alternate_flips: bool = False
     erase_prob: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.33)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
@@ -41,6 +45,8 @@ class AugmentConfig:
             _bad("crop_padding", self.crop_padding, "an integer >= 0")
         if not isinstance(self.flip, bool):
             _bad("flip", self.flip, "true or false")
+        if not isinstance(self.alternate_flips, bool) or (self.alternate_flips and not self.flip):
+            _bad("alternate_flips", self.alternate_flips, "true or false, true only with flip")
         if not 0.0 <= self.erase_prob <= 1.0:
             _bad("erase_prob", self.erase_prob, "0 <= erase_prob <= 1")
         low, high = _pair("erase_scale", self.erase_scale)
@@ -71,17 +77,20 @@ def _pair(name: str, value) -> tuple[float, float]:
 
 
 def crop_flip(
-    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+    images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator,
+    flipped: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip of a batch, in one gather."""
+    """Random crop with zero padding and horizontal flip of a batch, in one gather; the
+    images to mirror are ``flipped`` (a bool per image) when given, else a random half."""
     b, c, h, w = images.shape
     if not (padding or flip):
         return images
     rows = torch.arange(h).expand(b, h)
     cols = torch.arange(w).expand(b, w)
     if flip:
-        flipped = torch.rand(b, 1, generator=generator) < 0.5
-        cols = torch.where(flipped, (w - 1) - cols, cols)
+        if flipped is None:
+            flipped = torch.rand(b, generator=generator) < 0.5
+        cols = torch.where(flipped.view(b, 1), (w - 1) - cols, cols)
     if padding:
         images = F.pad(images, (padding,) * 4)
         offsets = torch.randint(0, 2 * padding + 1, (2, b, 1), generator=generator)
@@ -141,7 +150,8 @@ class BatchTransform:
         self.channels_last = channels_last
 
     def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, generator: torch.Generator | None = None,
+        flipped: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if images.shape[1] != self.scale.shape[1]:
             raise ConfigError(f"images have {images.shape[1]} channel(s) but mean/std have "
@@ -149,7 +159,7 @@ class BatchTransform:
         augment = self.augment if generator is not None else None
         x = images.to(self.device, non_blocking=True)
         if augment is not None:
-            x = crop_flip(x, augment.crop_padding, augment.flip, generator)
+            x = crop_flip(x, augment.crop_padding, augment.flip, generator, flipped)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.float()  # keeps the memory format

@@ -21,7 +21,7 @@ from reslab.data.folder import FileSplit
 from reslab.data.splits import ImageSplit
 from reslab.errors import ConfigError
 
-PERMUTATION, AUGMENTATION = 0, 1  # keep the two random streams apart
+PERMUTATION, AUGMENTATION, FLIPS = 0, 1, 2  # keep the random streams apart
 
 
 def derive_seed(*parts: int) -> int:
@@ -136,12 +136,23 @@ class BatchLoader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step, (indices, images) in enumerate(zip(batches, self._uint8(batches),
                                                      strict=True), start):
-            generator = None
+            generator, flipped = None, None
             if self.train:
                 generator = torch.Generator().manual_seed(
                     derive_seed(self.seed, epoch, AUGMENTATION, self.rank, step))
+                flipped = self.alternate_flips(indices, epoch)
             labels = self.split.labels[indices].to(self.transform.device, non_blocking=True)
-            yield self.transform(images, generator), labels
+            yield self.transform(images, generator, flipped), labels
+
+    def alternate_flips(self, indices: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """With alternate_flips, which of these images are mirrored in ``epoch``: a fixed
+        random half of the split in even epochs, the other half in odd ones."""
+        augment = self.transform.augment
+        if augment is None or not augment.alternate_flips:
+            return None
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, FLIPS))
+        first = torch.rand(len(self.split), generator=generator) < 0.5
+        return first[indices] ^ bool(epoch % 2)
 
     def _uint8(self, batches: list[torch.Tensor]) -> Iterable[torch.Tensor]:
         if not isinstance(self.split, FileSplit) or self.num_workers == 0:

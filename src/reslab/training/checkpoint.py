@@ -218,6 +218,11 @@ def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     for name, (kind, expected) in optional.items():
         if name in meta:
             required[name] = (lambda v, kind=kind: isinstance(v, kind), expected)
+    if "tta_flip" in meta:
+        required["tta_flip"] = (lambda v: isinstance(v, bool), "true or false")
+    if "tta_shift" in meta:  # reflect padding needs a shift smaller than the image
+        required["tta_shift"] = (lambda v: type(v) is int and 0 <= v <= 4 and v < min(size[1:]),
+                                 "an integer shift in 0...4 pixels, below the image size")
     for name, (fits, expected) in required.items():
         if not fits(meta.get(name)):
             raise WeightsError(f"{printable(path)}: metadata field {name!r} is "

@@ -58,6 +58,9 @@ class TrainConfig:
     freeze_until: str | None = option(
         None, "freeze every part before this one (e.g. layer3: stem, layer1, layer2)", "model",
         "PART")
+    whiten_stem: bool = option(
+        False, "set the first convolution to whiten the training images' patches (their "
+        "principal directions, +/-) and freeze it", "model")
     # optimisation
     epochs: int = option(8, "epochs to train (more on --resume extends a run)", "optimisation")
     max_steps: int | None = option(None, "stop after this many optimizer steps (the paper: 64k)",
@@ -95,10 +98,16 @@ class TrainConfig:
     crop_padding: int = option(0, "random translation by up to this many pixels",
                                "augmentation")
     flip: bool = option(True, "random horizontal flips", "augmentation")
+    alternate_flips: bool = option(
+        False, "with --flip: mirror each image in exactly every other epoch, not at random",
+        "augmentation")
     erase: float = option(0.0, "probability of random erasing (cutout) per image",
                           "augmentation")
     tta_flip: bool = option(True, "at evaluation, average the predictions for each image and "
                             "its mirror", "augmentation")
+    tta_shift: int = option(0, "at evaluation, also average over each image shifted by this "
+                            "many pixels down-right and up-left (edges reflected)",
+                            "augmentation")
     # speed
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto", "autocast precision; auto: bf16 where the hardware has fast bf16 kernels",
@@ -148,6 +157,11 @@ class TrainConfig:
             raise ConfigError(f"grad_clip must be a positive number, got {self.grad_clip!r}")
         if not _is_int(self.crop_padding) or self.crop_padding < 0:
             raise ConfigError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
+        if self.alternate_flips and not self.flip:
+            raise ConfigError("alternate_flips needs flip: drop --no-flip or --alternate-flips")
+        if not _is_int(self.tta_shift) or not 0 <= self.tta_shift <= 4:
+            raise ConfigError(f"tta_shift must be an integer in 0...4 pixels, got "
+                              f"{self.tta_shift!r}")
         if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be an integer >= 0 (0: once per epoch)")
         _choice(self, "optimizer", ("sgd", "adamw"))

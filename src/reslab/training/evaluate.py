@@ -26,12 +26,21 @@ class EvalResult:
         return {c: float(self.confusion[i, i] / totals[i]) for i, c in enumerate(classes)}
 
 
-def predict_proba(model: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
-    """Class probabilities; with ``tta_flip``, averaged over the image and its mirror."""
-    probs = model(x).float().softmax(dim=1)
+def predict_proba(model: nn.Module, x: torch.Tensor, tta_flip: bool = False,
+                  tta_shift: int = 0) -> torch.Tensor:
+    """Class probabilities; with ``tta_flip``, averaged over the image and its mirror, and with
+    ``tta_shift`` s, also over each shifted by s pixels down-right and up-left (edges
+    reflected): 2 x 3 views with both."""
+    views = [x]
+    if tta_shift:
+        s = tta_shift
+        padded = F.pad(x, (s, s, s, s), mode="reflect")
+        h, w = x.shape[-2:]
+        views += [padded[..., : h, : w], padded[..., 2 * s:, 2 * s:]]
     if tta_flip:
-        probs = (probs + model(x.flip(3)).float().softmax(dim=1)) / 2
-    return probs
+        views += [v.flip(3) for v in views]
+    probs = sum(model(v).float().softmax(dim=1) for v in views)
+    return probs / len(views)
 
 
 @torch.no_grad()
@@ -43,6 +52,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     tta_flip: bool = False,
+    tta_shift: int = 0,
 ) -> EvalResult:
     device = torch.device(device)
     was_training = model.training
@@ -54,7 +64,7 @@ def evaluate(
             if len(y) == 0:
                 continue
             with autocast(device, precision):
-                probs = predict_proba(model, x, tta_flip)
+                probs = predict_proba(model, x, tta_flip, tta_shift)
             loss_sum += float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
             pairs = y.cpu() * num_classes + probs.argmax(dim=1).cpu()
             confusion += torch.bincount(pairs, minlength=num_classes**2).view(

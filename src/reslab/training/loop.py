@@ -29,6 +29,7 @@ from reslab.training.interrupt import StopRequest
 from reslab.training.progress import Progress
 from reslab.training.runtime import autocast, configure, resolve_device, resolve_precision
 from reslab.training.state import TrainState
+from reslab.training.whitening import setup_whitening
 from reslab.training.writer import RunWriter
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ def fit(
         total_steps = min(total_steps, config.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
 
+    if config.whiten_stem:
+        notes = [*notes, *setup_whitening(model, data, config.resize, resume)]
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -180,7 +183,8 @@ def fit(
                 # step each rank holds its own: take rank 0's (the ones saved) everywhere
                 distributed.broadcast_buffers([model, state.evaluated], world)
                 val = evaluate(state.evaluated, val_loader, len(classes), device=device,
-                               precision=precision, tta_flip=config.tta_flip)
+                               precision=precision, tta_flip=config.tta_flip,
+                               tta_shift=config.tta_shift)
                 row = _end_epoch(state, val, world)
                 progress.end_epoch(row)
                 if world.is_main:
@@ -220,7 +224,7 @@ def _loaders(data: Dataset, config: TrainConfig, device, world) -> tuple[BatchLo
         raise ConfigError(f"batch_size {config.batch_size} is larger than the "
                           f"{len(train_split)} training images: lower --batch-size")
     augment = AugmentConfig(crop_padding=config.crop_padding, flip=config.flip,
-                            erase_prob=config.erase)
+                            alternate_flips=config.alternate_flips, erase_prob=config.erase)
     common = dict(mean=data.mean, std=data.std, resize=config.resize, device=device,
                   channels_last=config.channels_last)
     train_loader = BatchLoader(
@@ -297,7 +301,7 @@ def _test(state: TrainState, writer: RunWriter, loader, classes, device, precisi
     evaluated = state.evaluated
     evaluated.load_state_dict(load_checkpoint(writer.run.best).weights)
     test = evaluate(evaluated, loader, len(classes), device=device, precision=precision,
-                    tta_flip=config.tta_flip)
+                    tta_flip=config.tta_flip, tta_shift=config.tta_shift)
     counters = state.counters
     results = {
         "accuracy": test.accuracy, "loss": test.loss, "images": test.count,
@@ -338,6 +342,7 @@ def run_metadata(model: nn.Module, config: TrainConfig, data: Dataset) -> dict[s
         "data": data.name,
         "data_identity": data.identity,
         "tta_flip": config.tta_flip,
+        "tta_shift": config.tta_shift,
         "config": config.to_dict(),
     }
 

@@ -1,0 +1,122 @@
+"""The fast-training levers, each tested for what it does (docs/benchmarks.md measures what
+they are worth)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reslab
+from reslab.data import AugmentConfig, BatchLoader
+from reslab.errors import ConfigError
+from reslab.models import ResNetSpec
+from reslab.training import TrainConfig, fit
+from reslab.training.evaluate import predict_proba
+from reslab.training.whitening import first_conv, whiten_first_conv
+
+TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,
+                  num_classes=10, input_size=16)
+
+
+def normalised_images(data, count=400):
+    images = data.train.load(torch.arange(count)).float() / 255
+    return (images - data.mean[0]) / data.std[0]
+
+
+def test_the_whitened_stem_decorrelates_the_training_patches(tiny_data):
+    model = reslab.build(TINY)
+    images = normalised_images(tiny_data)
+    note = whiten_first_conv(model, images)
+    conv = first_conv(model)
+    assert "8 filters = +/- the top 4 of 9" in note
+    with torch.no_grad():
+        out = F.conv2d(images, conv.weight, stride=conv.stride)  # the patches, no padding
+    half = out[:, :4].transpose(0, 1).reshape(4, -1)
+    covariance = half @ half.T / half.shape[1]  # uncentred, as the whitening is
+    # the top directions' variance is far above epsilon: unit variance, zero correlation
+    assert torch.allclose(covariance, torch.eye(4), atol=0.02)
+    assert torch.equal(out[:, 4:], -out[:, :4])  # the second half mirrors the first
+    assert not any(p.requires_grad for p in conv.parameters())
+
+
+def test_a_whitened_run_keeps_its_stem_frozen_and_resumes_frozen(tmp_path, tiny_data):
+    config = TrainConfig(epochs=1, batch_size=16, whiten_stem=True, quiet=True, tta_flip=False,
+                         out=str(tmp_path / "run"))
+    model = reslab.build(TINY)
+    fit(model, tiny_data, config)
+    whitened = first_conv(model).weight.detach().clone()
+    expected = reslab.build(TINY)
+    whiten_first_conv(expected, torch.cat([
+        BatchLoader(tiny_data.train, 400, train=False, mean=tiny_data.mean, std=tiny_data.std,
+                    channels_last=False).transform(tiny_data.train.load(torch.arange(400)))]))
+    assert torch.allclose(whitened, first_conv(expected).weight)  # trained, yet unchanged
+    resumed = reslab.build(TINY)
+    fit(resumed, tiny_data, config.replace(epochs=2), run_dir=tmp_path / "run", resume=True)
+    assert torch.equal(first_conv(resumed).weight, whitened)
+
+
+def test_whitening_needs_a_first_convolution_on_the_images_channels(tiny_data):
+    with pytest.raises(ConfigError, match="channels"):
+        whiten_first_conv(reslab.build(TINY), torch.zeros(4, 3, 16, 16))
+
+
+def test_alternating_flips_mirror_each_image_in_exactly_every_other_epoch(tiny_data):
+    # images whose left and right halves differ, so a mirrored one is told from the original
+    split = tiny_data.train
+    loader = BatchLoader(split, 50, train=True, mean=(0.0,), std=(1 / 255,),
+                         augment=AugmentConfig(flip=True, alternate_flips=True), seed=3,
+                         channels_last=False)
+    mirrored = {}
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        for indices, (x, _) in zip(loader.batch_indices(), loader, strict=True):
+            original = split.load(indices).float()
+            for i, image, before in zip(indices.tolist(), x, original, strict=True):
+                flipped = torch.equal(image, before.flip(2))
+                assert flipped or torch.equal(image, before)
+                mirrored.setdefault(i, []).append(flipped)
+    pattern = {tuple(v) for v in mirrored.values()}
+    assert pattern == {(True, False, True, False), (False, True, False, True)}
+    share = sum(v[0] for v in mirrored.values()) / len(mirrored)
+    assert 0.4 < share < 0.6  # a random half starts mirrored
+
+
+def test_alternating_flips_need_flips():
+    with pytest.raises(ConfigError, match="alternate_flips needs flip"):
+        TrainConfig(flip=False, alternate_flips=True)
+
+
+def test_tta_shift_averages_the_shifted_views():
+    seen = []
+
+    def model(x):
+        seen.append(x.clone())
+        return x.mean(dim=(2, 3)).repeat(1, 2)
+
+    x = torch.arange(2 * 36, dtype=torch.float32).view(2, 1, 6, 6)
+    probs = predict_proba(model, x, tta_flip=True, tta_shift=1)
+    assert len(seen) == 6
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    down_right, up_left = padded[..., :6, :6], padded[..., 2:, 2:]
+    assert torch.equal(seen[0], x) and torch.equal(seen[1], down_right)
+    assert torch.equal(seen[2], up_left) and torch.equal(seen[3], x.flip(3))
+    assert torch.equal(seen[5], up_left.flip(3))
+    assert torch.allclose(probs, torch.full((2, 2), 0.5))
+    assert down_right[0, 0, 1, 1] == x[0, 0, 0, 0]  # content moved down-right by one pixel
+
+
+def test_tta_shift_is_bounded():
+    with pytest.raises(ConfigError, match="tta_shift must be an integer in 0...4"):
+        TrainConfig(tta_shift=9)
+
+
+def test_a_run_with_tta_shift_evaluates_and_exports_its_views(tmp_path, tiny_data):
+    pytest.importorskip("onnxruntime")
+    from reslab.export import export_onnx
+
+    config = TrainConfig(epochs=1, batch_size=16, tta_shift=1, quiet=True,
+                         out=str(tmp_path / "run"))
+    fit(reslab.build(TINY), tiny_data, config)
+    best = tmp_path / "run" / "checkpoints" / "best.safetensors"
+    assert reslab.models.read_metadata(best)["tta_shift"] == 1
+    written = export_onnx(best, tmp_path / "m.onnx")
+    assert "6 views" in written["metadata"]["output"] and written["max_abs_diff"] < 1e-4
