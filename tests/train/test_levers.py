@@ -120,3 +120,57 @@ def test_a_run_with_tta_shift_evaluates_and_exports_its_views(tmp_path, tiny_dat
     assert reslab.models.read_metadata(best)["tta_shift"] == 1
     written = export_onnx(best, tmp_path / "m.onnx")
     assert "6 views" in written["metadata"]["output"] and written["max_abs_diff"] < 1e-4
+
+
+def test_lookahead_equals_its_definition_on_a_toy_problem():
+    from reslab.training.lookahead import Lookahead
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 2), torch.randn(8, 1)
+    model = torch.nn.Linear(2, 1, bias=False)
+    start = model.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    lookahead = Lookahead(model, k=3, alpha=0.5)
+
+    def gradient(w):
+        w = w.clone().requires_grad_(True)
+        ((x @ w.T - y) ** 2).mean().backward()
+        return w.grad
+
+    fast, slow = start.clone(), start.clone()
+    for step in range(1, 8):
+        optimizer.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        optimizer.step()
+        lookahead.step(step)
+        fast = fast - 0.1 * gradient(fast)  # k steps forward...
+        if step % 3 == 0:  # ...one step back: slow += alpha (fast - slow); fast = slow
+            slow = slow + 0.5 * (fast - slow)
+            fast = slow.clone()
+        assert torch.allclose(model.weight, fast, atol=1e-6), step
+    assert torch.allclose(lookahead.slow["weight"], slow, atol=1e-6)
+
+
+def test_a_lookahead_run_resumes_exactly(tmp_path, tiny_data):
+    # a constant rate, so that one epoch extended by another is the two-epoch run
+    config = TrainConfig(epochs=2, batch_size=16, lookahead_steps=7, quiet=True, tta_flip=False,
+                         schedule="constant", warmup_epochs=0, deterministic=True,
+                         out=str(tmp_path / "whole"))
+    torch.manual_seed(0)
+    whole = reslab.build(TINY)
+    fit(whole, tiny_data, config)
+    torch.manual_seed(0)
+    half = reslab.build(TINY)
+    fit(half, tiny_data, config.replace(epochs=1, out=str(tmp_path / "half")))
+    torch.manual_seed(0)
+    resumed = reslab.build(TINY)
+    fit(resumed, tiny_data, config.replace(out=str(tmp_path / "half")), resume=True)
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_lookahead_values_are_checked():
+    with pytest.raises(ConfigError, match="lookahead_alpha"):
+        TrainConfig(lookahead_steps=5, lookahead_alpha=0)
+    with pytest.raises(ConfigError, match="lookahead_steps"):
+        TrainConfig(lookahead_steps=-1)

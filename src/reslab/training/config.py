@@ -94,6 +94,11 @@ class TrainConfig:
     grad_clip: float | None = option(None, "clip the gradient norm to this", "optimisation")
     ema_decay: float | None = option(None, "keep an exponential moving average of the weights "
                                      "with this decay, and evaluate it", "optimisation")
+    lookahead_steps: int = option(
+        0, "Lookahead: every N steps move slow weights --lookahead-alpha of the way to the "
+        "trained ones and go on from them (0: off)", "optimisation")
+    lookahead_alpha: float = option(0.5, "Lookahead's step toward the trained weights",
+                                    "optimisation")
     # augmentation (on whole batches)
     crop_padding: int = option(0, "random translation by up to this many pixels",
                                "augmentation")
@@ -145,6 +150,10 @@ class TrainConfig:
         _in_range(self, "momentum", 0, 1, closed_high=False)
         _in_range(self, "label_smoothing", 0, 1, closed_high=False)
         _in_range(self, "erase", 0, 1)
+        _in_range(self, "lookahead_alpha", 0, 1, closed_low=False)
+        if not _is_int(self.lookahead_steps) or self.lookahead_steps < 0:
+            raise ConfigError(f"lookahead_steps must be an integer >= 0, got "
+                              f"{self.lookahead_steps!r}")
         _in_range(self, "gamma", 0, 1, closed_low=False)
         _in_range(self, "warmup_until_error", 0, 1)
         if self.ema_decay is not None:

@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from reslab.errors import WeightsError
 from reslab.training.config import TrainConfig
+from reslab.training.lookahead import Lookahead
 from reslab.training.optim import (
     Continuation,
     ErrorGatedWarmup,
@@ -85,6 +86,8 @@ class TrainState:
         self.scheduler = make_scheduler(self.optimizer, config, total_steps, steps_per_epoch)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
                                   use_buffers=True) if config.ema_decay else None)
+        self.lookahead = (Lookahead(model, config.lookahead_steps, config.lookahead_alpha)
+                          if config.lookahead_steps else None)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.counters = Counters(total_steps=total_steps)
 
@@ -98,9 +101,11 @@ class TrainState:
         return self.scheduler if isinstance(self.scheduler, ErrorGatedWarmup) else None
 
     def after_step(self) -> None:
-        """Bookkeeping of every optimizer step: the schedule and the EMA move on."""
+        """Bookkeeping of every optimizer step: the schedule, lookahead and the EMA move on."""
         self.counters.lr = max(g["lr"] for g in self.optimizer.param_groups)
         self.scheduler.step()
+        if self.lookahead is not None:
+            self.lookahead.step(self.counters.step)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
@@ -110,6 +115,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": torch.get_rng_state(),
             "state": dataclasses.asdict(self.counters),
@@ -133,6 +139,8 @@ class TrainState:
                 group["lr"] = lr  # building a schedule resets the rate; the saved one holds
             if self.ema is not None and saved.get("ema") is not None:
                 self.ema.load_state_dict(saved["ema"])
+            if self.lookahead is not None:
+                self.lookahead.load_state_dict(saved["lookahead"])
             if self.scaler is not None and saved.get("scaler") is not None:
                 self.scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["rng"])
