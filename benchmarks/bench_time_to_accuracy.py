@@ -1,16 +1,24 @@
-"""Time to accuracy: wall time for a preset to reach 93% and 94% Fashion-MNIST test accuracy.
+"""Time to accuracy: wall time and training compute for presets to reach 93%, 94%, 95%
+Fashion-MNIST test accuracy.
 
-    python -m benchmarks time_to_accuracy [--seeds 0,1,2] [--preset fast] [--d2l-run DIR]
+    python -m benchmarks time_to_accuracy [--presets fast,accurate] [--seeds 0,1,2]
+        [--targets 0.93,0.94] [--ablate] [--quick] [--d2l-run DIR]
 
-Runs ``reslab.train`` once per seed, exactly as ``reslab train --preset P --seed S`` would.
-After each epoch the benchmark (not the run: selection uses the validation split only) measures
-test accuracy of the model validation saw; the clock stops while it does. An epoch's time is
-the run's wall time from the call to ``train`` (data loading included) to the end of that
-epoch's validation and checkpoint. The time to X% is the first epoch end at or above X;
-reported as the median over seeds (a seed that never gets there counts as never).
+Runs ``reslab.train`` once per preset and seed, exactly as ``reslab train --preset P --seed S``
+would. After each epoch the benchmark (not the run: selection uses the validation split only)
+measures test accuracy of the model validation saw; the clock stops while it does. An epoch's
+time is the run's wall time from the call to ``train`` (data loading included) to the end of
+that epoch's validation and checkpoint. The time to X% is the first epoch end at or above X,
+reported per seed and as the median over seeds (a seed that never gets there counts as
+never). Times are also given normalised to a machine whose bf16 ``torch.mm`` peak is 390
+GFLOP/s (this machine's is measured first, alone): normalised = seconds x peak / 390.
 
-``--d2l-run DIR`` adds a finished ``reslab train --preset d2l`` run's time to its final
-accuracy (from its metrics.jsonl and results.json; 10 epochs are too long to repeat here).
+Compute is nominal and the same for every recipe: the model's forward FLOPs on one image
+(``FlopCounterMode``, at the size it trains at) x 3 (forward and backward) x images trained.
+
+``--ablate`` trains the first preset once more per lever it turns on, with that lever off
+(first seed only), to show what each is worth. ``--d2l-run DIR`` adds a finished
+``reslab train --preset d2l`` run's time to its final accuracy (10 epochs: too long to repeat).
 """
 
 from __future__ import annotations
@@ -22,11 +30,31 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from benchmarks import common
 from reslab.data import BatchLoader, load_dataset
-from reslab.training import preset, train
+from reslab.models import create_model
+from reslab.training import PRESETS, TrainConfig, preset, train
 from reslab.training.evaluate import evaluate
 from reslab.training.runtime import resolve_device, resolve_precision
+
+REFERENCE_PEAK = 390e9  # bf16 FLOP/s: the machine the targets are stated for
+# what switches each lever off, for the ablation (only those a preset turns on are tried)
+LEVERS_OFF = {
+    "whiten_stem": False, "lookahead_steps": 0, "ema_decay": None, "alternate_flips": False,
+    "tta_shift": 0, "tta_flip": False, "label_smoothing": 0.0,
+}
+
+
+def forward_flops(config: TrainConfig, channels: int, side: int, classes: int) -> int:
+    """FLOPs of one image's forward pass, at the size the run feeds the network."""
+    model = create_model(config.model, num_classes=classes, in_channels=channels).eval()
+    side = config.resize or side
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, channels, side, side))
+    return counter.get_total_flops()
 
 
 def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
@@ -36,15 +64,15 @@ def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
     data = load_dataset(config.data, config.data_dir, val_size=config.val_size, seed=seed)
     test = BatchLoader(data.test, 512, train=False, mean=data.mean, std=data.std,
                        resize=config.resize, device=device, channels_last=config.channels_last)
-    epochs, paused = [], 0.0
+    epochs, paused, images = [], 0.0, 0
 
     def follow_test_accuracy(row, model):
-        nonlocal paused
+        nonlocal paused, images
         now = time.perf_counter()
         accuracy = evaluate(model, test, len(data.classes), device=device, precision=precision,
-                            tta_flip=config.tta_flip,
-                            tta_shift=config.tta_shift).accuracy
-        epochs.append({"epoch": row["epoch"], "wall_s": now - start - paused,
+                            tta_flip=config.tta_flip, tta_shift=config.tta_shift).accuracy
+        images += row["train_images"]
+        epochs.append({"epoch": row["epoch"], "wall_s": now - start - paused, "images": images,
                        "val_acc": row["val_acc"], "test_acc": accuracy})
         paused += time.perf_counter() - now
 
@@ -53,19 +81,55 @@ def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
         result = train(config.replace(out=str(Path(out) / "run")),
                        on_epoch_end=follow_test_accuracy)
         total = time.perf_counter() - start - paused
+    channels, side, _ = data.image_shape
     return {"seed": seed, "epochs": epochs, "final_test_acc": result.test["accuracy"],
-            "wall_s": total, "precision": precision}
+            "wall_s": total, "precision": precision,
+            "train_flops_per_image": 3 * forward_flops(config, channels, side, len(data.classes))}
 
 
-def time_to(runs: list[dict], target: float) -> dict:
-    times = [next((e["wall_s"] for e in run["epochs"] if e["test_acc"] >= target), None)
-             for run in runs]
-    reached = sorted(t for t in times if t is not None)
-    # the median counts a run that never got there as infinitely slow
-    ordered = reached + [float("inf")] * (len(times) - len(reached))
-    median = statistics.median(ordered)
-    return {"target": target, "per_seed_s": times,
-            "median_s": None if median == float("inf") else median}
+def reached(run: dict, target: float, peak: float) -> dict | None:
+    """When ``run`` first reached ``target`` test accuracy: epoch, seconds, compute."""
+    epoch = next((e for e in run["epochs"] if e["test_acc"] >= target), None)
+    if epoch is None:
+        return None
+    return {"epoch": epoch["epoch"], "seconds": epoch["wall_s"],
+            "normalised_s": epoch["wall_s"] * peak / REFERENCE_PEAK,
+            "tflop": epoch["images"] * run["train_flops_per_image"] / 1e12}
+
+
+def time_to(runs: list[dict], target: float, peak: float) -> dict:
+    per_seed = [reached(run, target, peak) for run in runs]
+
+    def median(key: str) -> float | None:
+        # a run that never got there counts as infinitely slow
+        values = sorted(r[key] if r else float("inf") for r in per_seed)
+        middle = statistics.median(values)
+        return None if middle == float("inf") else middle
+
+    return {"target": target, "per_seed": per_seed, "median_s": median("seconds"),
+            "median_normalised_s": median("normalised_s"), "median_tflop": median("tflop")}
+
+
+def ablation(preset_name: str, seed: int, overrides: dict, targets: list[float],
+             peak: float) -> list[dict]:
+    recipe = preset(preset_name)
+    rows = []
+    for field, off in LEVERS_OFF.items():
+        if getattr(recipe, field) == off:
+            continue
+        run = one_run(preset_name, seed, overrides | {field: off})
+        rows.append({"without": field, "final_test_acc": run["final_test_acc"],
+                     "reached": {str(t): reached(run, t, peak) for t in targets}, "run": run})
+        print(f"  without {field}: final test {run['final_test_acc']:.4f}; "
+              + ", ".join(_reached_text(t, reached(run, t, peak)) for t in targets))
+    return rows
+
+
+def _reached_text(target: float, when: dict | None) -> str:
+    if when is None:
+        return f"{target:.0%} never"
+    return (f"{target:.0%} at epoch {when['epoch']} ({when['seconds']:.0f} s, "
+            f"{when['tflop']:.1f} TFLOP)")
 
 
 def d2l_figures(run: Path) -> dict:
@@ -78,29 +142,47 @@ def d2l_figures(run: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--presets", default="fast", help="comma-separated: "
+                        + ", ".join(PRESETS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--targets", default="0.93,0.94")
+    parser.add_argument("--targets", default="0.93,0.94,0.95")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also train the first preset without each of its levers")
     parser.add_argument("--quick", action="store_true",
-                        help="2 epochs on 6,000 images (a smoke run, not a measurement)")
+                        help="1 epoch on 3,000 images (a smoke run, not a measurement)")
     parser.add_argument("--d2l-run", type=Path, default=None)
     args = parser.parse_args(argv)
-    overrides = {"epochs": 2, "train_subset": 6000} if args.quick else {}
-    runs = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        run = one_run(args.preset, seed, overrides)
-        runs.append(run)
-        trail = ", ".join(f"{e['wall_s']:.0f}s {e['test_acc']:.4f}" for e in run["epochs"])
-        print(f"{args.preset} seed {seed}: final test {run['final_test_acc']:.4f} in "
-              f"{run['wall_s']:.0f} s ({run['precision']}); after each epoch: {trail}")
-    targets = [time_to(runs, float(t)) for t in args.targets.split(",")]
-    for t in targets:
-        shown = "not reached" if t["median_s"] is None else f"{t['median_s']:.0f} s"
-        print(f"time to {t['target']:.1%}: median {shown} over {len(runs)} seeds")
-    results = {"preset": args.preset, "quick": args.quick, "runs": runs, "targets": targets}
+    names = args.presets.split(",")
+    for name in names:
+        preset(name)  # an unknown name is refused before anything runs
+    overrides = {"epochs": 1, "train_subset": 3000, "val_size": 500} if args.quick else {}
+    targets = [float(t) for t in args.targets.split(",")]
+    peak = common.matmul_peak(torch.bfloat16)
+    print(f"bf16 torch.mm peak {peak / 1e9:.0f} GFLOP/s (times normalised to "
+          f"{REFERENCE_PEAK / 1e9:.0f})")
+    results = {"quick": args.quick, "bf16_peak": peak, "reference_peak": REFERENCE_PEAK,
+               "presets": {}}
+    for name in names:
+        runs = []
+        for seed in (int(s) for s in args.seeds.split(",")):
+            run = one_run(name, seed, overrides)
+            runs.append(run)
+            trail = ", ".join(f"{e['wall_s']:.0f}s {e['test_acc']:.4f}" for e in run["epochs"])
+            print(f"{name} seed {seed}: final test {run['final_test_acc']:.4f} in "
+                  f"{run['wall_s']:.0f} s ({run['precision']}); after each epoch: {trail}")
+        reached_by = [time_to(runs, t, peak) for t in targets]
+        for t in reached_by:
+            shown = ("not reached" if t["median_s"] is None else
+                     f"{t['median_s']:.0f} s ({t['median_normalised_s']:.0f} s normalised), "
+                     f"{t['median_tflop']:.1f} TFLOP")
+            print(f"{name}: time to {t['target']:.1%}: median {shown} over {len(runs)} seeds")
+        results["presets"][name] = {"recipe": PRESETS[name], "runs": runs, "targets": reached_by}
+    if args.ablate:
+        print(f"ablation of {names[0]} (seed {args.seeds.split(',')[0]}):")
+        results["ablation"] = {"preset": names[0], "rows": ablation(
+            names[0], int(args.seeds.split(",")[0]), overrides, targets, peak)}
     if args.d2l_run:
-        results["d2l"] = d2l_figures(args.d2l_run)
-        d2l = results["d2l"]
+        results["d2l"] = d2l = d2l_figures(args.d2l_run)
         print(f"d2l: final test accuracy {d2l['final_test_acc']:.4f} after {d2l['epochs']} "
               f"epochs, {d2l['train_s']:.0f} s of training")
     path = common.write("time_to_accuracy", results)

@@ -68,21 +68,45 @@ def inference(r: dict) -> str:
 
 
 def time_to_accuracy(r: dict) -> str:
-    rows = [[f"{t['target']:.0%}", ", ".join("never" if s is None else f"{s:.0f} s"
-                                                  for s in t["per_seed_s"]),
-             "not reached" if t["median_s"] is None else f"{t['median_s']:.0f} s"]
-            for t in r["targets"]]
-    runs = "; ".join(f"seed {run['seed']}: {run['final_test_acc']:.4f} in {run['wall_s']:.0f} s"
-                     for run in r["runs"])
-    text = (f"`{r['preset']}` preset, final test accuracy per seed: {runs} "
-            f"({r['runs'][0]['precision']}). {machine(r)}.\n\n"
-            + _table(["test accuracy", "time per seed", "median"], rows))
+    if "presets" not in r:  # written by an older version of the benchmark
+        return "(results from an older benchmark: run `python -m benchmarks time_to_accuracy`)"
+    targets = [t["target"] for t in next(iter(r["presets"].values()))["targets"]]
+    header = ["preset", "seed", "final test acc"] + [f"to {t:.0%}: epoch, s (normalised), TFLOP"
+                                                     for t in targets]
+    rows = []
+    for name, p in r["presets"].items():
+        for i, run in enumerate(p["runs"]):
+            rows.append([f"`{name}`" if i == 0 else "", str(run["seed"]),
+                         f"{run['final_test_acc']:.4f}"]
+                        + [_when(t["per_seed"][i]) for t in p["targets"]])
+        rows.append(["", "**median**", ""] + [
+            "never" if t["median_s"] is None else
+            f"**{t['median_s']:.0f} s ({t['median_normalised_s']:.0f} s), "
+            f"{t['median_tflop']:.1f}**" for t in p["targets"]])
+    text = (f"bf16 `torch.mm` peak {r['bf16_peak'] / 1e9:.0f} GFLOP/s; normalised = seconds x "
+            f"{r['bf16_peak'] / 1e9:.0f} / {r['reference_peak'] / 1e9:.0f}. {machine(r)}.\n\n"
+            + _table(header, rows))
+    if "ablation" in r:
+        a = r["ablation"]
+        rows = [[f"without `{row['without']}`", f"{row['final_test_acc']:.4f}"]
+                + [_when(row["reached"][str(t)]) for t in targets] for row in a["rows"]]
+        seed = r["presets"][a["preset"]]["runs"][0]["seed"]
+        text += (f"\n\nAblation of `{a['preset']}` (seed {seed}; each lever switched off in "
+                 "turn):\n\n"
+                 + _table(["run", "final test acc"] + [f"to {t:.0%}" for t in targets], rows))
     if "d2l" in r:
         d = r["d2l"]
         text += (f"\n\n`d2l` preset (one run): final test accuracy {d['final_test_acc']:.4f} "
                  f"after {d['epochs']} epochs and {d['train_s']:,.0f} s of training "
                  f"({min(d['images_per_s']):.0f}–{max(d['images_per_s']):.0f} images/s).")
     return text
+
+
+def _when(reached: dict | None) -> str:
+    if reached is None:
+        return "never"
+    return (f"{reached['epoch']}, {reached['seconds']:.0f} s ({reached['normalised_s']:.0f} s), "
+            f"{reached['tflop']:.1f}")
 
 
 def memory(r: dict) -> str:

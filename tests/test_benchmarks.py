@@ -74,3 +74,35 @@ def test_an_unknown_profile_case_is_refused(capsys):
         bench_training.main(["--profile", "nope"])
     assert exit_.value.code == 2
     assert "invalid choice: 'nope' (choose from 'd2l-28'" in capsys.readouterr().err
+
+
+def test_time_to_accuracy_counts_time_and_compute_to_each_target():
+    from benchmarks import bench_time_to_accuracy as tta
+    from reslab.training import preset
+
+    # 2 FLOPs per multiply-add of the convolutions and the classifier: 12.68 M MACs
+    assert tta.forward_flops(preset("fast"), 1, 28, 10) == 2 * 12_684_800
+    runs = [{"train_flops_per_image": 1e6, "epochs": [
+        {"epoch": e, "wall_s": 30.0 * e, "images": 50_000 * e, "test_acc": acc}
+        for e, acc in enumerate(accs, 1)]} for accs in ([0.92, 0.931], [0.935, 0.94], [0.9, 0.91])]
+    result = tta.time_to(runs, 0.93, peak=780e9)  # a machine twice the reference
+    assert [r and r["epoch"] for r in result["per_seed"]] == [2, 1, None]
+    assert result["median_s"] == 60.0 and result["median_normalised_s"] == 120.0
+    assert result["median_tflop"] == 100_000 * 1e6 / 1e12
+    assert tta.time_to(runs, 0.94, peak=390e9)["median_s"] is None  # 1 of 3 got there
+
+
+def test_the_time_to_accuracy_table_renders(tmp_path):
+    run = {"seed": 0, "final_test_acc": 0.9312}
+    when = {"epoch": 3, "seconds": 100.0, "normalised_s": 95.0, "tflop": 9.5}
+    results = {"machine": {"cpu": "Test CPU"}, "bf16_peak": 370e9, "reference_peak": 390e9,
+               "presets": {"fast": {"runs": [run], "targets": [
+                   {"target": 0.93, "per_seed": [when], "median_s": 100.0,
+                    "median_normalised_s": 95.0, "median_tflop": 9.5},
+                   {"target": 0.94, "per_seed": [None], "median_s": None}]}},
+               "ablation": {"preset": "fast", "rows": [
+                   {"without": "whiten_stem", "final_test_acc": 0.925,
+                    "reached": {"0.93": None, "0.94": None}}]}}
+    text = report.time_to_accuracy(results)
+    assert "| `fast` | 0 | 0.9312 | 3, 100 s (95 s), 9.5 | never |" in text
+    assert "**100 s (95 s), 9.5**" in text and "without `whiten_stem`" in text
