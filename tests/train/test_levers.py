@@ -174,3 +174,29 @@ def test_lookahead_values_are_checked():
         TrainConfig(lookahead_steps=5, lookahead_alpha=0)
     with pytest.raises(ConfigError, match="lookahead_steps"):
         TrainConfig(lookahead_steps=-1)
+
+
+def test_progressive_resizing_grows_the_side_to_full_by_half_way():
+    from reslab.training.loop import progressive_side
+
+    assert [progressive_side(20, 28, e, 4) for e in range(4)] == [20, 24, 28, 28]
+    assert [progressive_side(16, 28, e, 3) for e in range(3)] == [16, 24, 28]
+    assert progressive_side(20, 28, 0, 1) == 20  # a one-epoch run trains small only
+
+
+def test_a_progressive_run_trains_small_first_and_evaluates_at_full_size(tmp_path, tiny_data):
+    sides = []
+    model = reslab.build(TINY)
+    model.register_forward_pre_hook(lambda m, args: sides.append((m.training,
+                                                                  args[0].shape[-1])))
+    fit(model, tiny_data, TrainConfig(epochs=2, batch_size=100, progressive_resize=10,
+                                      quiet=True, tta_flip=False, out=str(tmp_path / "r")))
+    trained = [side for training, side in sides if training]
+    assert trained == [10] * 4 + [16] * 4  # 4 steps an epoch
+    assert {side for training, side in sides if not training} == {16}
+
+
+def test_progressive_resizing_must_start_below_the_full_size(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="progressive_resize 16 must be below"):
+        fit(reslab.build(TINY), tiny_data, TrainConfig(
+            epochs=1, progressive_resize=16, quiet=True, out=str(tmp_path / "r")))

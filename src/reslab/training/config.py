@@ -43,6 +43,9 @@ class TrainConfig:
                                     "when loading (default 32)", "data")
     channels: int | None = option(None, "image folders: 1 (grey) or 3 (RGB, the default)",
                                   "data")
+    progressive_resize: int | None = option(
+        None, "progressive resizing: train the first epochs at this image side, growing "
+        "linearly to the full size by half-way through the run", "data", "SIDE")
     # model
     model: str = option("fast_resnet10", "a zoo model (`reslab models`)", "model", "NAME")
     init: Literal["default", "xavier"] = option(
@@ -135,8 +138,8 @@ class TrainConfig:
     def validate(self) -> None:
         _positive_int(self, "epochs", "batch_size")
         _positive_int(self, "max_steps", "train_subset", "resize", "threads", "image_size",
-                      optional=True)
-        for name in ("resize", "image_size"):
+                      "progressive_resize", optional=True)
+        for name in ("resize", "image_size", "progressive_resize"):
             if (side := getattr(self, name)) is not None and side > MAX_IMAGE_SIDE:
                 raise ConfigError(f"{name} must be at most {MAX_IMAGE_SIDE} pixels, got {side}")
         if self.channels not in (None, 1, 3):

@@ -137,6 +137,10 @@ def fit(
         total_steps = min(total_steps, config.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
 
+    full_side = input_shape(data, config)[1]
+    if config.progressive_resize is not None and config.progressive_resize >= full_side:
+        raise ConfigError(f"progressive_resize {config.progressive_resize} must be below the "
+                          f"side the run trains at ({full_side})")
     if config.whiten_stem:
         notes = [*notes, *setup_whitening(model, data, config.resize, resume)]
     model = model.to(device)
@@ -171,6 +175,9 @@ def fit(
 
             for epoch in range(state.counters.epoch, epochs):
                 train_loader.set_epoch(epoch)
+                if config.progressive_resize:
+                    train_loader.transform.resize = progressive_side(
+                        config.progressive_resize, full_side, epoch, epochs)
                 model.train()
                 _freeze_statistics(model)
                 if not train_epoch(state, train_loader, progress, should_stop=should_stop,
@@ -366,6 +373,17 @@ def start_line(state: TrainState, data: Dataset, config: TrainConfig, path: Path
             f"images, {'x'.join(map(str, shape))} | {where}{epochs} epochs of "
             f"{state.steps_per_epoch} steps | {state.device.type}, {state.precision}, "
             f"{torch.get_num_threads()} threads | run directory {path}")
+
+
+def progressive_side(start: int, full: int, epoch: int, epochs: int) -> int:
+    """The side epoch ``epoch`` (from 0) of ``epochs`` trains at: ``start`` first, growing
+    linearly to ``full`` by half-way, in steps of 2 pixels (even sides keep the maps of
+    stride-2 stages aligned)."""
+    halfway = epochs / 2
+    if epoch >= halfway:
+        return full
+    side = start + (full - start) * epoch / halfway
+    return min(full, 2 * round(side / 2))
 
 
 def input_shape(data: Dataset, config: TrainConfig) -> tuple[int, int, int]:
