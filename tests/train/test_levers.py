@@ -200,3 +200,30 @@ def test_progressive_resizing_must_start_below_the_full_size(tmp_path, tiny_data
     with pytest.raises(ConfigError, match="progressive_resize 16 must be below"):
         fit(reslab.build(TINY), tiny_data, TrainConfig(
             epochs=1, progressive_resize=16, quiet=True, out=str(tmp_path / "r")))
+
+
+def test_norm_biases_learn_faster_and_frozen_norm_scales_stay(tmp_path, tiny_data):
+    from reslab.training.optim import make_optimizer
+
+    model = reslab.build(TINY)
+    config = TrainConfig(lr=0.1, norm_bias_lr_scale=16, freeze_norm_scales=True)
+    optimizer = make_optimizer(model, config)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert [rate[id(m.bias)] for m in norms] == pytest.approx([1.6] * len(norms))
+    assert rate[id(first_conv(model).weight)] == pytest.approx(0.1)
+    assert not any(id(m.weight) in rate for m in norms)
+    scales = [m.weight.detach().clone() for m in norms]
+    result = fit(model, tiny_data, TrainConfig(epochs=1, batch_size=16, norm_bias_lr_scale=16,
+                                               freeze_norm_scales=True, quiet=True,
+                                               tta_flip=False, out=str(tmp_path / "r")))
+    assert all(torch.equal(a, m.weight) for a, m in zip(scales, norms, strict=True))
+    assert result.history[-1]["lr"] < 0.2 / 1000  # the run's rate, not the biases' 16x
+
+
+def test_frozen_norm_scales_refuse_zero_initialised_branches():
+    from reslab.training.optim import make_optimizer
+
+    model = reslab.build(TINY.replace(zero_init_residual=True))
+    with pytest.raises(ConfigError, match="residual branches dead"):
+        make_optimizer(model, TrainConfig(freeze_norm_scales=True))

@@ -75,6 +75,11 @@ class TrainConfig:
     backbone_lr_scale: float = option(
         1.0, "learning rate of everything but the classifier, as a fraction of --lr "
         "(fine-tuning: e.g. 0.1)", "optimisation")
+    norm_bias_lr_scale: float = option(
+        1.0, "learning rate of the batch-norm biases, as a multiple of their part's (airbench: "
+        "64, with --freeze-norm-scales)", "optimisation")
+    freeze_norm_scales: bool = option(False, "keep every batch-norm weight (scale) at its "
+                                      "initial value", "optimisation")
     momentum: float = option(0.9, "SGD momentum (one-cycle: the upper bound)", "optimisation")
     nesterov: bool = option(True, "Nesterov momentum (SGD)", "optimisation")
     weight_decay: float = option(5e-4, "L2 weight decay", "optimisation")
@@ -187,6 +192,9 @@ class TrainConfig:
         if self.threads is not None and self.threads > limit:
             raise ConfigError(f"threads must be at most {limit} (4x this machine's "
                               f"{os.cpu_count()} cores), got {self.threads}")
+        if not (_is_num(self.norm_bias_lr_scale) and 0 < self.norm_bias_lr_scale <= 1024):
+            raise ConfigError("norm_bias_lr_scale must be in (0, 1024], got "
+                              f"{self.norm_bias_lr_scale!r}")
         if not (_is_num(self.backbone_lr_scale) and 0 < self.backbone_lr_scale <= 1):
             raise ConfigError("backbone_lr_scale must be in (0, 1], got "
                               f"{self.backbone_lr_scale!r}")

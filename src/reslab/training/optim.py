@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from reslab.errors import ConfigError
 from reslab.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -29,14 +30,28 @@ def make_optimizer(model: nn.Module, config: TrainConfig,
     """SGD or AdamW over the trainable parameters. BN weights and biases are not decayed by
     default (decay would only fight the scale BN sets). With ``head`` given and a
     ``backbone_lr_scale`` below 1, every other parameter learns at that fraction of the rate;
-    each group's ``lr_scale`` records its fraction."""
+    batch-norm biases learn at ``norm_bias_lr_scale`` times their part's rate, and
+    ``freeze_norm_scales`` leaves BN weights at their initial values. Each group's
+    ``lr_scale`` records its multiple of the run's rate."""
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    norm_biases = {id(m.bias) for m in norms if m.bias is not None}
+    if config.freeze_norm_scales:
+        if any(m.weight is not None and not m.weight.any() for m in norms):
+            raise ConfigError("freeze_norm_scales would keep the zero-initialised batch norms "
+                              "at zero, and their residual branches dead: build the model "
+                              "without zero_init_residual, or drop --freeze-norm-scales")
+        for m in norms:
+            if m.weight is not None:
+                m.weight.requires_grad_(False)
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:  # frozen: no step, no decay
             continue
         decay = p.ndim > 1 or config.decay_bn_and_bias
         scale = 1.0 if id(p) in head_ids or head is None else config.backbone_lr_scale
+        if id(p) in norm_biases:
+            scale *= config.norm_bias_lr_scale
         groups.setdefault((decay, scale), []).append(p)
     param_groups = [{"params": params, "lr": config.lr * scale, "lr_scale": scale,
                      "weight_decay": config.weight_decay if decay else 0.0}

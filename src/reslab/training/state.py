@@ -102,7 +102,8 @@ class TrainState:
 
     def after_step(self) -> None:
         """Bookkeeping of every optimizer step: the schedule, lookahead and the EMA move on."""
-        self.counters.lr = max(g["lr"] for g in self.optimizer.param_groups)
+        group = self.optimizer.param_groups[0]  # the run's rate: any group's over its multiple
+        self.counters.lr = group["lr"] / group.get("lr_scale", 1.0)
         self.scheduler.step()
         if self.lookahead is not None:
             self.lookahead.step(self.counters.step)
@@ -173,7 +174,7 @@ class TrainState:
         past its end computes rates it never meant to use: one-cycle's go below zero)."""
         counters, group = self.counters, self.optimizer.param_groups[0]
         if counters.step >= counters.total_steps:
-            return counters.lr / self.config.lr  # counters.lr: the peak (head) group's rate
+            return counters.lr / self.config.lr  # counters.lr: the run's rate, unscaled
         scheduled = self.warm_up.scheduled[0] if self.warm_up is not None else group["lr"]
         return scheduled / (self.config.lr * group.get("lr_scale", 1.0))
 
