@@ -73,7 +73,7 @@ def test_degradation_report_with_per_iteration_curves(tmp_path, small_data):
         epoch1 = [error for step, error in curve["train"] if step <= 8]
         assert sum(epoch1) / 4 == pytest.approx(_epoch_error(out, key, 1))
         assert curve["val"][-1][1] == pytest.approx(runs[key]["val_error"])
-    assert results["settings"]["train_size"] == 2560  # quick mode's; the data was smaller
+    assert results["settings"]["train_size"] == 1280  # quick mode's; the data was smaller
     assert len(results["findings"]) == 3 and "over 2 seeds" in results["findings"][0]
     assert (out / "probes" / "resnet14-seed1.jsonl").is_file()
 

@@ -85,11 +85,11 @@ def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResu
     probes = ProbeLog(out / "probes" / f"{run.key}.jsonl", run.probe)
     model = run.model(done)
     if run_dir.results.is_file() and run_dir.best.is_file():
-        log.info("%s: finished before, kept", run.label)
+        log.info("%s: finished before, kept", run.key)
         return RunResult(run, _read_back(model, run_dir), probes.read())
     resume = run_dir.last.is_file()
-    log.info("%s %s (%d epochs of %d images)", "resuming" if resume else "training", run.label,
-             config.epochs, len(data.train))
+    log.info("%s %s (%s: %d epochs of %d images)", "resuming" if resume else "training",
+             run.key, run.label, config.epochs, len(data.train))
     if resume:
         probes.keep_until(read_metadata(run_dir.last).get("step", 0))
     else:

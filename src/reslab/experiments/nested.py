@@ -127,8 +127,8 @@ class Nested(Experiment):
     name = "nested"
     title = "Nested function classes: growing a trained network, four ways and from scratch"
     settings = NestedSettings
-    modes = {"quick": dict(epochs=3, continue_epochs=2, batch_size=64, train_size=2560,
-                           val_size=1000, test_size=2000, seeds=(0, 1))}
+    modes = {"quick": dict(epochs=2, continue_epochs=2, batch_size=64, train_size=1536,
+                           val_size=500, test_size=1000, seeds=(0, 1))}
 
     def plan(self, s: NestedSettings, data: Dataset) -> list[PlannedRun]:
         shallow = cifar_spec(s.depth, data, width=s.width)
