@@ -6,6 +6,7 @@ import torch
 from reslab.cli import main
 from reslab.cli.experiments import parse_settings
 from reslab.errors import ConfigError
+from reslab.experiments import EXPERIMENTS
 from reslab.models import ResNetSpec, build, read_metadata
 from reslab.training import TrainConfig, fit
 from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -85,6 +86,7 @@ def test_experiment_lists_and_refuses_unknown_names(capsys):
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == [
         "degradation", "gradients", "nested", "orderings", "cost"]
+    assert "(modes: full, quick, long)" in out.splitlines()[0]
     code, _, err = run(capsys, "experiment", "nestd", "--quick")
     assert code == 1
     assert "unknown experiment 'nestd' (did you mean nested?)" in err
@@ -93,10 +95,15 @@ def test_experiment_lists_and_refuses_unknown_names(capsys):
     assert code == 1 and "unknown experiment setting 'epoch' (did you mean epochs" in err
 
 
-def test_parse_settings():
-    assert parse_settings(["depths=[20, 56]", "epochs=3", "data_dir=/x", "quiet=true",
-                           "continue-lr=0.1"]) == {
-        "depths": (20, 56), "epochs": 3, "data_dir": "/x", "quiet": True, "continue_lr": 0.1}
+def test_parse_settings_and_the_types_that_parse_them():
+    text = parse_settings(["depths=[20, 56]", "epochs=3", "data_dir=/x", "quiet=true",
+                           "continue-lr=0.1", "seeds=0,1,2", "train_size=none"])
+    assert text == {"depths": "[20, 56]", "epochs": "3", "data_dir": "/x", "quiet": "true",
+                    "continue_lr": "0.1", "seeds": "0,1,2", "train_size": "none"}
+    s = EXPERIMENTS["nested"].resolve("quick", {k: v for k, v in text.items() if k != "depths"})
+    assert (s.epochs, s.data_dir, s.quiet, s.continue_lr, s.seeds, s.train_size) == \
+        (3, "/x", True, 0.1, (0, 1, 2), None)
+    assert EXPERIMENTS["degradation"].resolve("full", {"depths": "[20, 56]"}).depths == (20, 56)
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_settings(["epochs"])
 
@@ -120,10 +127,12 @@ def test_experiment_nested_quick_from_the_command_line(capsys, tmp_path):
 @pytest.mark.parametrize(("setting", "expected"), [
     ("epochs=abc", "setting epochs must be an integer >= 1, got 'abc'"),
     ("batch_size=0", "setting batch_size must be an integer >= 1, got 0"),
-    ("stage=9", "setting stage must be 1, 2 or 3"),
+    ("stage=9", "setting stage must be an integer from 1 to 3, got 9"),
+    ("seeds=0,-1", "setting seeds must be a non-empty list of integers >= 0, got (0, -1)"),
+    ("quiet=maybe", "setting quiet must be true or false, got 'maybe'"),
     ("lr=-1", "setting lr must be a positive number, got -1"),
     ("precision=fp17", "setting precision must be one of auto, fp32, bf16"),
-    ("seed=-1", "setting seed must be an integer >= 0"),
+    ("seed=1", "unknown experiment setting 'seed' (did you mean seeds"),
 ])
 def test_a_bad_setting_is_refused_by_its_type_before_any_work(setting, expected, tmp_path,
                                                               capsys):
@@ -132,3 +141,15 @@ def test_a_bad_setting_is_refused_by_its_type_before_any_work(setting, expected,
     err = capsys.readouterr().err
     assert err == f"reslab: error: {expected}" + err.split(expected, 1)[1]
     assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--mode", "long"], "experiment nested has modes full, quick; got 'long'"),
+    (["--quick", "--mode", "full"], "--quick and mode 'full' contradict each other"),
+])
+def test_modes_are_checked_before_any_work(argv, expected, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["experiment", "nested", *argv, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"reslab: error: {expected}") and err.count("\n") == 1
+    assert not out.exists()

@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
-from reslab.experiments import cost
+from reslab.errors import UnknownNameError
+from reslab.experiments import cost, run
 from reslab.models import build, create_model
 
 from .conftest import TINY, check_report
@@ -12,9 +15,11 @@ TORCHVISION = {"resnet50": 25_557_032, "resnext50_32x4d": 25_028_904,
 
 def test_cost_report(tmp_path, small_data):
     out = tmp_path / "cost"
-    results = cost.run(out, quick=True, data=small_data, image_size=32, inference_batch=1,
-                       warmup=0, iterations=1, **TINY | dict(epochs=1))
+    results = run("cost", out, quick=True, data=small_data, image_size=32, inference_batch=1,
+                  warmup=0, iterations=1, **TINY | dict(epochs=1))
     check_report(out, results)
+    # the timings are kept: a continued experiment does not measure again
+    assert json.loads((out / "measured.json").read_text())["models"] == results["models"]
     models = results["models"]
     assert [m["model"] for m in models] == list(TORCHVISION)
     for m in models:
@@ -34,6 +39,12 @@ def test_cost_report(tmp_path, small_data):
         spec = cost.small_spec(r["net"], small_data, TINY["width"])
         assert r["params"] == sum(p.numel() for p in build(spec).parameters())
         assert 0 <= r["test_error"] <= 1
+
+
+def test_an_unknown_model_is_refused_before_any_work(tmp_path, small_data):
+    with pytest.raises(UnknownNameError, match="unknown model 'resnet5O'; closest: .*resnet50"):
+        run("cost", tmp_path / "cost", data=small_data, models="resnet50,resnet5O")
+    assert not (tmp_path / "cost").exists()
 
 
 def test_findings_compare_speed_and_accuracy():

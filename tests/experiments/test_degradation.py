@@ -1,10 +1,13 @@
+import json
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 from reslab.errors import ConfigError
-from reslab.experiments import degradation
+from reslab.experiments import degradation, run
 from reslab.experiments.common import cifar_spec, paper_recipe
+from reslab.experiments.report import percent_pm
 from reslab.models import build
 
 from .conftest import TINY, check_report
@@ -44,88 +47,148 @@ def test_cifar_depths_must_be_6n_plus_2(small_data):
         cifar_spec(21, small_data)
 
 
-def test_degradation_report(tmp_path, small_data):
+def test_degradation_report_with_per_iteration_curves(tmp_path, small_data):
     out = tmp_path / "degradation"
-    results = degradation.run(out, quick=True, data=small_data, depths=(8, 14), **TINY)
+    results = run("degradation", out, quick=True, data=small_data, depths=(8, 14),
+                  seeds=(0, 1), log_every=2, val_every=4, **TINY)
     check_report(out, results)
-    assert [(r["net"], r["depth"], r["plain"]) for r in results["rows"]] == [
-        ("plain8", 8, True), ("plain14", 14, True), ("resnet8", 8, False),
-        ("resnet14", 14, False)]
-    for row in results["rows"]:
-        assert 0 <= row["train_error"] <= 1 and 0 <= row["test_error"] <= 1
-        curve = results["curves"][row["net"]]
-        assert [p["step"] for p in curve] == [8, 16]  # 256 images in batches of 32, 2 epochs
-        assert curve[-1]["train_error"] == row["train_error"]
+    assert [(r["net"], r["depth"], r["plain"], r["seeds"]) for r in results["rows"]] == [
+        ("plain8", 8, True, [0, 1]), ("plain14", 14, True, [0, 1]),
+        ("resnet8", 8, False, [0, 1]), ("resnet14", 14, False, [0, 1])]
     by = {r["net"]: r for r in results["rows"]}
     assert by["plain14"]["params"] == by["resnet14"]["params"]
-    assert results["settings"]["train_size"] == 2560  # quick mode's; the data was smaller
-    assert len(results["findings"]) == 3
-    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(by)
+    for row in results["rows"]:
+        errors = row["train_errors"] + row["val_errors"] + row["test_errors"]
+        assert len(errors) == 6 and all(0 <= e <= 1 for e in errors)
+        assert percent_pm(row["test_errors"]) in results["table"]
+    runs = {r["key"]: r for r in results["runs"]}
+    assert sorted(runs) == sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        f"{net}-seed{seed}" for net in by for seed in (0, 1))
+    # 256 images in batches of 32: 8 steps an epoch, 2 epochs; a training-error point every
+    # 2 steps, validation every 4 (and at each epoch's end)
+    for key, curve in results["curves"].items():
+        assert [step for step, _ in curve["train"]] == list(range(2, 17, 2))
+        assert [step for step, _ in curve["val"]] == [4, 8, 12, 16]
+        # the windows of an epoch average to the epoch's own training error
+        epoch1 = [error for step, error in curve["train"] if step <= 8]
+        assert sum(epoch1) / 4 == pytest.approx(_epoch_error(out, key, 1))
+        assert curve["val"][-1][1] == pytest.approx(runs[key]["val_error"])
+    assert results["settings"]["train_size"] == 1280  # quick mode's; the data was smaller
+    assert len(results["findings"]) == 3 and "over 2 seeds" in results["findings"][0]
+    assert (out / "probes" / "resnet14-seed1.jsonl").is_file()
 
 
-def test_findings_follow_the_numbers_either_way():
-    def rows(plain20, plain56, res20, res56):
-        make = lambda net, depth, plain, error: {  # noqa: E731
-            "net": net, "depth": depth, "plain": plain, "train_error": error,
-            "test_error": error}
-        return [make("plain20", 20, True, plain20), make("plain56", 56, True, plain56),
-                make("resnet20", 20, False, res20), make("resnet56", 56, False, res56)]
+def _epoch_error(out, key, epoch):
+    rows = [json.loads(line) for line in
+            (out / "runs" / key / "metrics.jsonl").read_text().splitlines()]
+    return 1 - rows[epoch - 1]["train_acc"]
 
-    paper = degradation.findings(rows(0.10, 0.15, 0.08, 0.06), 10_000)
-    assert "plain56 ended with higher training error than plain20 (15.00% vs 10.00%)" in paper[0]
-    assert "as He et al. 2015 report" in paper[0]
-    assert "deeper net trains better" in paper[1] and "lowered test error" in paper[2]
-    other = degradation.findings(rows(0.15, 0.10, 0.06, 0.12), 10_000)
+
+def make_rows(plain20, plain56, res20, res56):
+    """Rows of four nets, each a list of errors over seeds (train and test alike)."""
+    def make(net, depth, plain, errors):
+        return {"net": net, "depth": depth, "plain": plain, "train_errors": errors,
+                "test_errors": errors}
+    return [make("plain20", 20, True, plain20), make("plain56", 56, True, plain56),
+            make("resnet20", 20, False, res20), make("resnet56", 56, False, res56)]
+
+
+def test_findings_state_both_halves_against_the_seed_spread():
+    paper = degradation.findings(make_rows([0.10, 0.10], [0.15, 0.15], [0.08, 0.08],
+                                           [0.06, 0.06]), 10_000)
+    assert ("plain56 ended with higher training error than plain20 (15.00 ± 0.00% vs "
+            "10.00 ± 0.00% over 2 seeds): deeper plain nets degrade, as He et al. 2015 report; "
+            "the gap of 5.00 points exceeds the seed-to-seed spread (0.00)") in paper[0]
+    assert "deeper net trains better" in paper[1] and "exceeds" in paper[1]
+    assert "lowered test error" in paper[2]
+    other = degradation.findings(make_rows([0.15, 0.15], [0.10, 0.10], [0.06, 0.06],
+                                           [0.12, 0.12]), 10_000)
     assert "lower training error" in other[0] and "unlike" in other[0]
     assert "has not overtaken" in other[1] and "did not help" in other[2]
+    # a gap smaller than the seeds' spread is said to be so
+    noisy = degradation.findings(make_rows([0.10, 0.14], [0.13, 0.15], [0.08, 0.12],
+                                           [0.10, 0.16]), 10_000)
+    assert "is within the seed-to-seed spread" in noisy[0] and "2 seeds cannot tell" in noisy[0]
+    assert "level within the noise" in noisy[2]
+    one = degradation.findings(make_rows([0.10], [0.15], [0.08], [0.06]), 10_000)
+    assert "one seed, so no seed-to-seed spread" in one[0]
     # 2 points apart on 100 test images is noise, and the report says so
-    assert "level within the sampling noise of 100 test images" in \
-        degradation.findings(rows(0.15, 0.10, 0.06, 0.12), 100)[2]
+    assert "sampling noise of 100 test images" in degradation.findings(
+        make_rows([0.15], [0.10], [0.06], [0.12]), 100)[2]
 
 
 def test_settings_are_checked(tmp_path, small_data):
     with pytest.raises(ConfigError, match="unknown experiment setting 'depth'.*depths"):
-        degradation.run(tmp_path / "a", data=small_data, depth=20)
+        run("degradation", tmp_path / "a", data=small_data, depth=20)
+    with pytest.raises(ConfigError, match="setting seeds must be a non-empty list of integers "
+                       ">= 0, got"):
+        run("degradation", tmp_path / "a", data=small_data, seeds=())
+    with pytest.raises(ConfigError, match="CIFAR-style depths are 6n"):
+        run("degradation", tmp_path / "a", data=small_data, depths=(20, 21))
+    assert not (tmp_path / "a").exists()
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "report.md").write_text("old")
     with pytest.raises(ConfigError, match="not empty"):
-        degradation.run(tmp_path / "b", data=small_data)
+        run("degradation", tmp_path / "b", data=small_data)
+
+
+def test_modes():
+    experiment = degradation.EXPERIMENT
+    assert experiment.mode_names() == ["full", "quick", "long"]
+    full, long = experiment.resolve("full", {}), experiment.resolve("long", {"seeds": "0,1,2"})
+    assert (full.epochs, full.seeds, full.depths) == (6, (0, 1), (20, 56))
+    assert long.epochs > full.epochs and long.seeds == (0, 1, 2)
+    with pytest.raises(ConfigError, match="degradation has modes full, quick, long; got 'fast'"):
+        experiment.resolve("fast", {})
 
 
 def test_the_recipe_trains_in_the_precision_asked_for(small_data):
     settings = degradation.DegradationSettings()
     assert paper_recipe(settings, small_data).precision == "auto"  # bf16 where it is fast
     fp32 = degradation.DegradationSettings(precision="fp32")
-    recipe = paper_recipe(fp32, small_data)
-    assert (recipe.precision, recipe.lr, recipe.batch_size, recipe.epochs) == ("fp32", 0.1, 128, 6)
+    recipe = paper_recipe(fp32, small_data, seed=3)
+    assert (recipe.precision, recipe.lr, recipe.batch_size, recipe.epochs, recipe.seed) == \
+        ("fp32", 0.1, 128, 6, 3)
     with pytest.raises(ConfigError, match="precision must be one of"):
         paper_recipe(degradation.DegradationSettings(precision="fp17"), small_data)
 
 
 def test_an_interrupted_experiment_continues_without_retraining_finished_runs(
         tmp_path, small_data, monkeypatch):
-    import reslab.experiments.common as common
+    import reslab.experiments.executor as executor
 
-    calls, real_fit = [], common.fit
+    calls, real_fit = [], executor.fit
 
-    def fit_until_the_third(model, data, config, **options):
-        calls.append(config.model)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C twice, during the third net
-        return real_fit(model, data, config, **options)
+    def fit_stopped_in_the_second(model, data, config, *, on_step=None, **options):
+        calls.append((config.model, options["resume"]))
 
-    monkeypatch.setattr(common, "fit", fit_until_the_third)
-    out, settings = tmp_path / "report", dict(depths=(8, 14), **TINY)
+        def step(state, *outcome):
+            on_step(state, *outcome)
+            if len(calls) == 2 and state.counters.step == 11:
+                raise KeyboardInterrupt  # Ctrl-C twice, in resnet8's second epoch
+
+        return real_fit(model, data, config, on_step=step, **options)
+
+    monkeypatch.setattr(executor, "fit", fit_stopped_in_the_second)
+    out = tmp_path / "report"
+    settings = dict(depths=(8,), seeds=(0,), log_every=2, val_every=4, **TINY)
     with pytest.raises(KeyboardInterrupt):
-        degradation.run(out, quick=True, data=small_data, **settings)
-    finished = {p.parent.name: p.read_bytes() for p in (out / "runs").glob("*/results.json")}
-    assert sorted(finished) == ["plain14", "plain8"]
+        run("degradation", out, quick=True, data=small_data, **settings)
+    first = out / "runs" / "plain8-seed0"
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in
+            (first / "results.json", first / "checkpoints" / "best.safetensors",
+             out / "probes" / "plain8-seed0.jsonl")}
+    assert not (out / "runs" / "resnet8-seed0" / "results.json").exists()
     calls.clear()
-    results = degradation.run(out, quick=True, data=small_data, **settings)
-    assert calls == ["resnet8", "resnet14"]  # the finished plain nets were read back
-    assert all((out / "runs" / n / "results.json").read_bytes() == b
-               for n, b in finished.items())
+    results = run("degradation", out, quick=True, data=small_data, **settings)
+    # the finished plain net was read back, not trained; the half-done one resumed
+    assert calls == [("resnet8", True)]
+    assert all((p.read_bytes(), p.stat().st_mtime_ns) == v for p, v in kept.items())
     check_report(out, results)
-    assert {r["net"] for r in results["rows"]} == {"plain8", "plain14", "resnet8", "resnet14"}
+    assert {r["net"] for r in results["rows"]} == {"plain8", "resnet8"}
+    # the resumed run's curve: the rows up to its checkpoint (step 8), then the rest, once
+    curve = results["curves"]["resnet8-seed0"]
+    assert [s for s, _ in curve["train"]] == list(range(2, 17, 2))
+    assert [s for s, _ in curve["val"]] == [4, 8, 12, 16]
     with pytest.raises(ConfigError, match=r"other settings \(epochs\)"):
-        degradation.run(out, quick=True, data=small_data, **(settings | {"epochs": 3}))
+        run("degradation", out, quick=True, data=small_data, **(settings | {"epochs": 3}))

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from reslab.experiments import gradients
+from reslab.experiments import gradients, run
 from reslab.experiments.common import cifar_spec
 from reslab.experiments.gradients import layer_gradient_norms, weighted_layers
 from reslab.models import build
@@ -24,11 +24,22 @@ def test_gradient_norms_are_those_autograd_gives(small_data):
     assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(norms, expected, strict=True))
 
 
-def test_gradients_report(tmp_path, small_data):
+def test_gradients_report(tmp_path, small_data, monkeypatch):
+    import reslab.training.loop as loop
+
+    steps, real_step = [], loop.train_step
+
+    def counted(state, x, y):  # the engine's own step, and nothing else, trains the nets
+        steps.append(state.config.model)
+        return real_step(state, x, y)
+
+    monkeypatch.setattr(loop, "train_step", counted)
     out = tmp_path / "gradients"
-    results = gradients.run(out, quick=True, data=small_data, depths=(8, 14), steps=3,
-                            batch_size=32, measure_batches=2, width=4, quiet=True)
+    results = run("gradients", out, quick=True, data=small_data, depths=(8, 14), steps=3,
+                  batch_size=32, measure_batches=2, width=4, quiet=True)
     check_report(out, results)
+    assert steps == [net for net in ("plain8", "resnet8", "plain14", "resnet14")
+                     for _ in range(3)]
     assert results["figures"] == ["gradients-8.png", "gradients-14.png"]
     assert [(r["net"], r["depth"]) for r in results["rows"]] == [
         ("plain8", 8), ("resnet8", 8), ("plain14", 14), ("resnet14", 14)]
@@ -44,6 +55,9 @@ def test_gradients_report(tmp_path, small_data):
     # plain and residual nets start from the same weights, so their losses start close
     assert abs(by["plain14"]["loss_start"] - by["resnet14"]["loss_start"]) < 2
     assert "| 14    | resnet14 |" in results["table"]
+    # the runs went through the engine: each left a run directory of 3 steps
+    assert [r["steps"] for r in results["runs"]] == [3, 3, 3, 3]
+    assert (out / "runs" / "resnet14" / "checkpoints" / "last.safetensors").is_file()
 
 
 def test_findings_read_the_ratios():

@@ -1,6 +1,6 @@
 import pytest
 
-from reslab.experiments import orderings
+from reslab.experiments import orderings, run
 from reslab.experiments.report import mean_std
 from reslab.models import Ordering
 
@@ -9,21 +9,29 @@ from .conftest import TINY, check_report
 
 def test_orderings_report(tmp_path, small_data):
     out = tmp_path / "orderings"
-    results = orderings.run(out, quick=True, data=small_data, depth=8, seeds=2,
-                            **TINY | dict(epochs=1))
+    results = run("orderings", out, quick=True, data=small_data, depth=8, seeds=(0, 1),
+                  **TINY | dict(epochs=1))
     check_report(out, results)
     rows = results["rows"]
     assert [r["ordering"] for r in rows] == [o.value for o in Ordering]
     assert [r["paper_error"] for r in rows] == pytest.approx([0.0661, 0.0817, 0.0784, 0.0671,
                                                               0.0637])
     for row in rows:
-        errors = [run["test_error"] for run in row["runs"]]
-        assert [run["seed"] for run in row["runs"]] == [0, 1]
-        assert (row["test_error_mean"], row["test_error_std"]) == pytest.approx(mean_std(errors))
+        assert row["seeds"] == [0, 1] and len(row["test_errors"]) == 2
+        assert (row["test_error_mean"], row["test_error_std"]) == \
+            pytest.approx(mean_std(row["test_errors"]))
         assert f"{100 * row['test_error_mean']:.2f} ± {100 * row['test_error_std']:.2f}" \
             in results["table"]
     assert results["table"].count("\n") == 1 + 5  # header, rule, five orderings
     assert len(list((out / "runs").iterdir())) == 10
+    assert results["net"] == "resnet8" and results["settings"]["depth"] == 8
+    # one finding for the best ordering, one for each of the paper's three claims
+    assert len(results["findings"]) == 4 and "(b) BN after addition" in results["findings"][1]
+
+
+def test_the_full_mode_is_deep_and_seeded():
+    s = orderings.EXPERIMENT.resolve("full", {})
+    assert (s.depth, s.seeds) == (56, (0, 1, 2))
 
 
 def test_mean_std():
@@ -31,21 +39,34 @@ def test_mean_std():
     assert mean_std([1.0, 3.0]) == pytest.approx((2.0, 2**0.5))
 
 
-def test_findings_rank_the_orderings():
-    def row(ordering, mean, std=0.001):
-        return {"ordering": ordering.value, "label": orderings.PAPER[ordering][0],
-                "test_error_mean": mean, "test_error_std": std}
+def row(ordering, *errors):
+    mean, std = mean_std(errors)
+    return {"ordering": ordering.value, "label": orderings.PAPER[ordering][0],
+            "test_errors": list(errors), "test_error_mean": mean, "test_error_std": std}
 
+
+def test_findings_say_which_claims_held():
     like_paper = orderings.findings([
-        row(Ordering.ORIGINAL, 0.07), row(Ordering.BN_AFTER_ADD, 0.09),
-        row(Ordering.RELU_BEFORE_ADD, 0.08), row(Ordering.RELU_PREACT, 0.072),
-        row(Ordering.FULL_PREACT, 0.06)], 10_000)
+        row(Ordering.ORIGINAL, 0.070, 0.071, 0.069), row(Ordering.BN_AFTER_ADD, 0.09, 0.091, 0.089),
+        row(Ordering.RELU_BEFORE_ADD, 0.08, 0.081, 0.079),
+        row(Ordering.RELU_PREACT, 0.072, 0.073, 0.071),
+        row(Ordering.FULL_PREACT, 0.06, 0.061, 0.059)], 10_000)
     assert "(e) full pre-activation, 6.00% (as in the paper)" in like_paper[0]
-    assert "full pre-activation is better, as the paper reports" in like_paper[1]
-    assert "ranks 5 of 5" in like_paper[2]
-    noisy = orderings.findings([
-        row(Ordering.ORIGINAL, 0.06, 0.02), row(Ordering.BN_AFTER_ADD, 0.05),
-        row(Ordering.RELU_BEFORE_ADD, 0.08), row(Ordering.RELU_PREACT, 0.072),
-        row(Ordering.FULL_PREACT, 0.07)], 10_000)
-    assert "the paper's best is (e)" in noisy[0] and "within the seed-to-seed spread" in noisy[1]
-    assert "ranks 1 of 5" in noisy[2]
+    assert "(b) BN after addition is worse than (a), (d) and (e) held here: +2.00 points " \
+        "against (a)" in like_paper[1]
+    assert "(c) ReLU before addition is worse than (a), (d) and (e) held" in like_paper[2]
+    assert "(e) full pre-activation is better than (a) the original held here: +1.00 points " \
+        "against (e)" in like_paper[3]
+
+
+def test_findings_weigh_differences_against_the_seeds_spread():
+    # (b) lower than (a) beyond the noise; (c) and (e) within a wide seed spread: for (c) vs
+    # (a), sqrt(1.41^2 + 2.83^2) = 3.16 points
+    found = orderings.findings([
+        row(Ordering.ORIGINAL, 0.08, 0.04), row(Ordering.BN_AFTER_ADD, 0.02, 0.021),
+        row(Ordering.RELU_BEFORE_ADD, 0.07, 0.05), row(Ordering.RELU_PREACT, 0.06, 0.061),
+        row(Ordering.FULL_PREACT, 0.055, 0.065)], 10_000)
+    assert "the paper's best is (e)" in found[0]
+    assert "(b) BN after addition is worse than (a), (d) and (e) was contradicted" in found[1]
+    assert "was not resolved within the noise" in found[2] and "(noise ± 3.16)" in found[2]
+    assert "was not resolved within the noise" in found[3]

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -143,6 +144,30 @@ def test_on_epoch_end_sees_each_row_and_the_eval_mode_model_after_the_files(tmp_
                  on_epoch_end=hook)
     assert seen == [(1, False, 1, False), (2, False, 2, False)]
     assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+def test_on_step_sees_every_step_in_training_mode_and_its_time_is_not_training_time(
+        tmp_path, tiny_data, monkeypatch):
+    seen, real_clock, hook_time = [], time.perf_counter, [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + hook_time[0])
+
+    def hook(state, loss, correct, images):
+        seen.append((state.counters.step, state.model.training, loss, correct, images))
+        hook_time[0] += 100.0  # each hook "takes" 100 s on the clock the loop reads
+
+    result = fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, epochs=2),
+                 on_step=hook)
+    steps = 2 * (400 // 16)
+    assert [s[0] for s in seen] == list(range(1, steps + 1))
+    assert all(training and images == 16 and 0 <= correct <= 16 and loss > 0
+               for _, training, loss, correct, images in seen)
+    # the epoch's summed figures are the steps' own
+    first = [s for s in seen if s[0] <= steps // 2]
+    row = result.history[0]
+    assert row["train_acc"] == sum(s[3] for s in first) / sum(s[4] for s in first)
+    assert row["train_loss"] == pytest.approx(sum(s[2] * s[4] for s in first) / 400)
+    # 25 hooks of 100 s an epoch, none of it in the epoch's training time
+    assert all(r["seconds"] < 100 for r in result.history)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

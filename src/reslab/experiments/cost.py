@@ -1,42 +1,33 @@
 """ResNet vs ResNeXt vs wide ResNet: parameters, MACs and measured speed of the ImageNet
-models, and accuracy per MAC of small versions (seed 000: grouped convolutions buy width)."""
+models, and accuracy per MAC of small versions (seed 000: grouped convolutions buy width).
+
+The small nets are planned runs; the ImageNet models' timing is the ``measure`` step."""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from reslab.data import Dataset
-from reslab.errors import ConfigError
-from reslab.experiments.common import (
+from reslab.experiments.common import paper_recipe, seeded, throughput
+from reslab.experiments.protocol import (
+    Analysis,
+    Experiment,
+    PlannedRun,
+    RunResult,
     TrainingSettings,
-    paper_recipe,
-    prepare_data,
-    prepare_out,
-    resolve_settings,
-    throughput,
-    train_net,
+    setting,
 )
-from reslab.experiments.report import (
-    count,
-    markdown_table,
-    new_figure,
-    noise,
-    percent,
-    save_figure,
-    write_report,
-)
+from reslab.experiments.report import count, markdown_table, new_figure, noise, percent
 from reslab.inspect import format_count, summary
-from reslab.models import ResNetSpec, build, create_model
+from reslab.models import ResNetSpec, create_model, get_spec, list_models
 from reslab.training.runtime import resolve_device
 
 log = logging.getLogger(__name__)
-TITLE = "Cost: ResNet vs ResNeXt vs wide ResNet"
 # Small bottleneck nets for Fashion-MNIST, the ImageNet trio in miniature: the 3x3 convs of
 # the ResNeXt and the wide net are twice as wide (inner 2w); ResNeXt splits them in 8 groups.
 SMALL = {
@@ -48,17 +39,15 @@ SMALL = {
 
 @dataclass
 class CostSettings(TrainingSettings):
-    models: tuple[str, ...] = ("resnet50", "resnext50_32x4d", "wide_resnet50_2")
-    image_size: int = 224
-    inference_batch: int = 8
-    warmup: int = 2  # untimed forward passes first
-    iterations: int = 10  # timed forward passes
-    width: int = 16  # first-stage width w of the small nets (outputs 4w, 8w, 16w)
-    epochs: int = 5  # about 30 min on 2 cores
-
-
-QUICK = dict(warmup=1, iterations=2, epochs=3, batch_size=64, train_size=2048, val_size=500,
-             test_size=1000)
+    models: tuple[str, ...] = setting(("resnet50", "resnext50_32x4d", "wide_resnet50_2"),
+                                      "zoo models to time (the first is the reference)")
+    image_size: int = setting(224, "side of the timed models' input")
+    inference_batch: int = setting(8, "images per timed forward pass")
+    warmup: int = setting(2, "untimed forward passes first", low=0)
+    iterations: int = setting(10, "timed forward passes")
+    width: int = setting(16, "first-stage width w of the small nets (outputs 4w, 8w, 16w)")
+    epochs: int = setting(5, "epochs of each small net")  # about 30 min on 2 cores
+    seed: int = setting(0, "of the small nets' weights and data order", low=0)
 
 
 def images_per_second(model: torch.nn.Module, batch: int, shape: tuple[int, int, int],
@@ -89,68 +78,78 @@ def small_spec(kind: str, data: Dataset, width: int) -> ResNetSpec:
                       num_classes=len(data.classes), input_size=side, **SMALL[kind][1])
 
 
-def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
-        **settings: Any) -> dict[str, Any]:
-    s = resolve_settings(CostSettings, quick, QUICK, settings)
-    if not s.models or s.iterations < 1 or s.warmup < 0:
-        raise ConfigError("cost needs models, iterations >= 1 and warmup >= 0")
-    started = time.perf_counter()
-    device = resolve_device("auto")
-    data = prepare_data(s, data)
-    config = paper_recipe(s, data)  # checked before the minutes of timing below
-    out = prepare_out(out_dir, "cost", s)
-    models = []
-    for name in s.models:
-        log.info("timing %s at %dx%d, batch %d", name, s.image_size, s.image_size,
-                 s.inference_batch)
-        info = summary(name, s.image_size)
-        speed = images_per_second(create_model(name), s.inference_batch, info.input_shape,
-                                  s.warmup, s.iterations, device)
-        models.append({"model": name, "params": info.params, "macs": info.macs,
-                       "images_per_s": speed})
-    small = []
-    for kind, (description, _) in SMALL.items():
-        spec = small_spec(kind, data, s.width)
-        torch.manual_seed(s.seed)
-        model = build(spec)
-        macs = summary(model, data.image_shape).macs
-        result = train_net(model, data, config, out / "runs" / kind, kind)
-        small.append({"net": kind, "description": description, "groups": spec.groups,
-                      "params": sum(p.numel() for p in model.parameters()), "macs": macs,
-                      "train_images_per_s": throughput(result),
-                      "test_error": 1 - result.test["accuracy"]})
-    _plot(models, small, out / "cost.png", s, data.name)
-    first, base = models[0], small[0]
-    table_models = markdown_table(
-        ["model", "params", "MACs", "params vs first", "MACs vs first", "img/s", "GMAC/s"],
-        [[m["model"], f"{m['params']:,}", format_count(m["macs"]),
-          f"{m['params'] / first['params']:.2f}x", f"{m['macs'] / first['macs']:.2f}x",
-          f"{m['images_per_s']:.1f}", f"{m['images_per_s'] * m['macs'] / 1e9:.1f}"]
-         for m in models])
-    table_small = markdown_table(
-        ["small net", "3x3 convs", "params", "MACs", "MACs vs resnet", "train img/s",
-         "test error %"],
-        [[r["net"], r["description"], f"{r['params']:,}", format_count(r["macs"]),
-          f"{r['macs'] / base['macs']:.2f}x", f"{r['train_images_per_s']:.0f}",
-          percent(r["test_error"])] for r in small])
-    table = (f"**ImageNet-size models at {s.image_size}x{s.image_size}** (inference, batch "
-             f"{s.inference_batch}, {count(s.iterations, 'timed iteration')}, {device.type})\n\n"
-             f"{table_models}\n\n**Small bottleneck nets on {data.name}** "
-             f"({count(s.epochs, 'epoch')}, the paper's CIFAR recipe)\n\n{table_small}")
-    description = (
-        "Parameters and MACs (multiply-accumulates of conv and linear layers, torchvision's "
-        "\"GFLOPS\") come from `reslab.inspect.summary`; speed is measured here. The small nets "
-        f"are CIFAR-style bottleneck nets (3 stages of 2 units, widths {s.width}/"
-        f"{2 * s.width}/{4 * s.width}, outputs x4) with the same layout as the ImageNet trio."
-    )
-    return write_report(
-        out, name="cost", title=TITLE, description=description, table=table,
-        findings=findings(models, small, len(data.test)),
-        figures={"cost.png": "Left: MACs and measured speed of the ImageNet-size models. "
-                             "Right: test error against MACs of the small nets"},
-        results={"data": data.name, "test_images": len(data.test), "device": device.type,
-                 "models": models, "small": small},
-        settings=s, quick=quick, seconds=time.perf_counter() - started)
+class Cost(Experiment):
+    name = "cost"
+    title = "Cost: ResNet vs ResNeXt vs wide ResNet"
+    settings = CostSettings
+    modes = {"quick": dict(warmup=1, iterations=2, epochs=3, batch_size=64, train_size=2048,
+                           val_size=500, test_size=1000)}
+
+    def plan(self, s: CostSettings, data: Dataset) -> list[PlannedRun]:
+        for name in s.models:  # an unknown model is refused here, before any training
+            if name not in list_models():
+                get_spec(name)  # raises, naming the closest
+        config = paper_recipe(s, data, seed=s.seed)
+        return [PlannedRun(kind, kind, seeded(small_spec(kind, data, s.width), s.seed), config,
+                           info=dict(net=kind, description=description))
+                for kind, (description, _) in SMALL.items()]
+
+    def measure(self, s: CostSettings, data: Dataset, runs: dict[str, RunResult]
+                ) -> dict[str, Any]:
+        device = resolve_device("auto")
+        models = []
+        for name in s.models:
+            log.info("timing %s at %dx%d, batch %d", name, s.image_size, s.image_size,
+                     s.inference_batch)
+            info = summary(name, s.image_size)
+            speed = images_per_second(create_model(name), s.inference_batch, info.input_shape,
+                                      s.warmup, s.iterations, device)
+            models.append({"model": name, "params": info.params, "macs": info.macs,
+                           "images_per_s": speed})
+        return {"device": device.type, "models": models}
+
+    def analyse(self, s: CostSettings, data: Dataset, runs: dict[str, RunResult],
+                measured: dict[str, Any]) -> Analysis:
+        models, small = measured["models"], []
+        for kind, result in runs.items():
+            model = result.fit.model
+            small.append({**result.info, "groups": small_spec(kind, data, s.width).groups,
+                          "params": sum(p.numel() for p in model.parameters()),
+                          "macs": summary(model, data.image_shape).macs,
+                          "train_images_per_s": throughput(result.fit),
+                          "test_error": result.test_error})
+        first, base = models[0], small[0]
+        table_models = markdown_table(
+            ["model", "params", "MACs", "params vs first", "MACs vs first", "img/s", "GMAC/s"],
+            [[m["model"], f"{m['params']:,}", format_count(m["macs"]),
+              f"{m['params'] / first['params']:.2f}x", f"{m['macs'] / first['macs']:.2f}x",
+              f"{m['images_per_s']:.1f}", f"{m['images_per_s'] * m['macs'] / 1e9:.1f}"]
+             for m in models])
+        table_small = markdown_table(
+            ["small net", "3x3 convs", "params", "MACs", "MACs vs resnet", "train img/s",
+             "test error %"],
+            [[r["net"], r["description"], f"{r['params']:,}", format_count(r["macs"]),
+              f"{r['macs'] / base['macs']:.2f}x", f"{r['train_images_per_s']:.0f}",
+              percent(r["test_error"])] for r in small])
+        table = (f"**ImageNet-size models at {s.image_size}x{s.image_size}** (inference, batch "
+                 f"{s.inference_batch}, {count(s.iterations, 'timed iteration')}, "
+                 f"{measured['device']})\n\n{table_models}\n\n**Small bottleneck nets on "
+                 f"{data.name}** ({count(s.epochs, 'epoch')}, the paper's CIFAR recipe)\n\n"
+                 f"{table_small}")
+        description = (
+            "Parameters and MACs (multiply-accumulates of conv and linear layers, "
+            "torchvision's \"GFLOPS\") come from `reslab.inspect.summary`; speed is measured "
+            "here. The small nets are CIFAR-style bottleneck nets (3 stages of 2 units, widths "
+            f"{s.width}/{2 * s.width}/{4 * s.width}, outputs x4) with the same layout as the "
+            "ImageNet trio."
+        )
+        return Analysis(
+            description=description, table=table,
+            findings=findings(models, small, len(data.test)),
+            figures={"cost.png": (_plot(models, small, s, data.name),
+                                  "Left: MACs and measured speed of the ImageNet-size models. "
+                                  "Right: test error against MACs of the small nets")},
+            results={"device": measured["device"], "models": models, "small": small})
 
 
 def findings(models: list[dict[str, Any]], small: list[dict[str, Any]], images: int
@@ -188,8 +187,7 @@ def findings(models: list[dict[str, Any]], small: list[dict[str, Any]], images: 
     return sentences
 
 
-def _plot(models: list[dict], small: list[dict], path: Path, s: CostSettings,
-          data_name: str) -> None:
+def _plot(models: list[dict], small: list[dict], s: CostSettings, data_name: str):
     figure, (left, right) = new_figure(2, size=(11, 4.2))
     for i, m in enumerate(models):
         left.scatter(m["macs"] / 1e9, m["images_per_s"], s=30 + m["params"] / 1e6, color=f"C{i}",
@@ -206,4 +204,7 @@ def _plot(models: list[dict], small: list[dict], path: Path, s: CostSettings,
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    save_figure(figure, path)
+    return figure
+
+
+EXPERIMENT = Cost()

@@ -1,162 +1,251 @@
-"""Plain vs residual nets of the same depths: deeper plain nets train worse (He et al. 2015)."""
+"""Plain vs residual nets of the same depths, both halves of He et al. 2015's Fig. 6: deeper
+plain nets train worse, deeper residual nets train better. Each net is trained with several
+seeds; training error is logged as a running average every few iterations and validation
+error at intervals, and drawn against iterations as the figure does."""
 
 from __future__ import annotations
 
-import time
+from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from reslab.data import Dataset
-from reslab.errors import ConfigError
-from reslab.experiments.common import (
+from reslab.data import BatchLoader, Dataset
+from reslab.experiments.common import cifar_spec, net_name, paper_recipe, seeded, throughput
+from reslab.experiments.protocol import (
+    Analysis,
+    Experiment,
+    PlannedRun,
+    Probe,
+    RunResult,
     TrainingSettings,
-    cifar_spec,
-    net_name,
-    paper_recipe,
-    prepare_data,
-    prepare_out,
-    resolve_settings,
-    throughput,
-    train_net,
+    setting,
 )
 from reslab.experiments.report import (
     count,
     markdown_table,
+    mean_std,
     new_figure,
     noise,
     percent,
-    save_figure,
-    write_report,
+    percent_pm,
+    spread,
 )
-from reslab.models import build
-
-TITLE = "Degradation: plain vs residual networks of the same depth"
+from reslab.training.evaluate import evaluate
 
 
 @dataclass
 class DegradationSettings(TrainingSettings):
-    depths: tuple[int, ...] = (20, 56)  # CIFAR-style 6n + 2: 20, 32, 44, 56, 110...
-    width: int = 16  # channels of the first stage (the paper's 16)
-    epochs: int = 6  # about 50 min on 2 cores; the gap between plain depths opens early
+    depths: tuple[int, ...] = setting((20, 56), "CIFAR-style depths 6n + 2 (20, 32, 44, 56, "
+                                      "110...)", low=8)
+    width: int = setting(16, "channels of the first stage (the paper's 16)")
+    # about 45 min a seed on 2 cores; not yet long enough for the residual half (see "long")
+    epochs: int = setting(6, "epochs of each run")
+    seeds: tuple[int, ...] = setting((0, 1), "a run of each net per seed (weights and data "
+                                     "order)", low=0)
+    log_every: int = setting(20, "iterations per point of the running-average training error")
+    val_every: int = setting(200, "iterations between validation points (0: epoch ends only)",
+                             low=0)
 
 
-QUICK = dict(epochs=4, batch_size=64, train_size=2560, val_size=1000, test_size=2000)
+class IterationCurve(Probe):
+    """Fig. 6's curves: training error averaged over the last ``every`` steps (augmented
+    batches in training mode, as the paper plots it), and validation error every ``val_every``
+    steps. A resumed run starts its first window afresh."""
+
+    def __init__(self, data: Dataset, every: int, val_every: int):
+        self.data, self.every, self.val_every = data, every, val_every
+        self.window = [0.0, 0, 0]  # loss sum, correct, images since the last point
+        self.loader: BatchLoader | None = None
+
+    def on_step(self, state, loss: float, correct: int, images: int) -> dict[str, Any] | None:
+        w, step, row = self.window, state.counters.step, {}
+        w[0], w[1], w[2] = w[0] + loss * images, w[1] + correct, w[2] + images
+        if step % self.every == 0:
+            row = {"train_error": 1 - w[1] / w[2], "train_loss": w[0] / w[2]}
+            self.window = [0.0, 0, 0]
+        if self.val_every and step % self.val_every == 0:
+            row["val_error"] = 1 - evaluate(  # evaluate restores the model's training mode
+                state.evaluated, self._val(state), len(self.data.classes), device=state.device,
+                precision=state.precision, tta_flip=state.config.tta_flip).accuracy
+        return row or None
+
+    def _val(self, state) -> BatchLoader:
+        if self.loader is None:
+            self.loader = BatchLoader(self.data.val, 256, train=False, mean=self.data.mean,
+                                      std=self.data.std, device=state.device,
+                                      channels_last=state.config.channels_last)
+        return self.loader
 
 
-def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
-        **settings: Any) -> dict[str, Any]:
-    s = resolve_settings(DegradationSettings, quick, QUICK, settings)
-    if not s.depths:
-        raise ConfigError("depths is empty: give at least one depth, e.g. depths=(20, 56)")
-    started = time.perf_counter()
-    data = prepare_data(s, data)
-    config = paper_recipe(s, data)  # a bad setting is refused before the folder is made
-    out = prepare_out(out_dir, "degradation", s)
-    rows, curves = [], {}
-    for plain in (True, False):
-        for depth in sorted(set(s.depths)):
-            name = net_name(depth, plain)
-            torch.manual_seed(s.seed)
-            model = build(cifar_spec(depth, data, plain=plain, width=s.width))
-            # the paper warms ResNet-110 up at lr 0.01: at 0.1 it does not start converging
-            recipe = config.replace(warmup_lr=0.01) if depth >= 110 else config
-            result = train_net(model, data, recipe, out / "runs" / name, name)
-            last = result.history[-1]
-            rows.append({
-                "net": name, "plain": plain, "depth": depth,
-                "params": sum(p.numel() for p in model.parameters()),
-                "train_error": 1 - last["train_acc"], "val_error": 1 - last["val_acc"],
-                "test_error": 1 - result.test["accuracy"], "images_per_s": throughput(result),
-                "seconds": result.test["train_seconds"],
-            })
-            curves[name] = [{"step": r["step"], "train_error": 1 - r["train_acc"],
-                             "val_error": 1 - r["val_acc"]} for r in result.history]
-    _plot(curves, rows, out / "curves.png", data.name)
-    table = markdown_table(
-        ["net", "depth", "params", "train error %", "val error %", "test error %", "img/s"],
-        [[r["net"], r["depth"], f"{r['params']:,}", percent(r["train_error"]),
-          percent(r["val_error"]), percent(r["test_error"]), f"{r['images_per_s']:.0f}"]
-         for r in rows])
-    steps = curves[rows[0]["net"]][-1]["step"]
-    description = (
-        f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
-        f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
-        f"({len(data.train):,} training images) with one recipe: SGD lr {s.lr}, momentum 0.9, "
-        f"weight decay 1e-4, batch {s.batch_size}, {count(s.epochs, 'epoch')} "
-        f"({count(steps, 'iteration')}), "
-        "lr / 10 at 50% and 75% of them. Training error is averaged over each epoch while "
-        "training (augmented images), as the paper plots it; validation error is measured "
-        "after each epoch on held-out training images; test error is the test set's, for the "
-        "epoch with the best validation accuracy."
-    )
-    return write_report(
-        out, name="degradation", title=TITLE, description=description, table=table,
-        findings=findings(rows, len(data.test)),
-        figures={"curves.png": "Training error (dashed) and validation error (solid) against "
-                               "iterations, in the style of He et al. 2015, Fig. 6"},
-        results={"data": data.name, "test_images": len(data.test), "rows": rows,
-                 "curves": curves}, settings=s,
-        quick=quick, seconds=time.perf_counter() - started)
+class Degradation(Experiment):
+    name = "degradation"
+    title = "Degradation: plain vs residual networks of the same depth"
+    settings = DegradationSettings
+    modes = {
+        # two seeds of four nets: half the images of a one-seed smoke test, for the same time
+        "quick": dict(epochs=4, batch_size=64, train_size=1280, val_size=500, test_size=1000,
+                      log_every=4, val_every=20),
+        # a guess at the schedule both halves need, to be measured (issue 16)
+        "long": dict(epochs=20),
+    }
+
+    def plan(self, s: DegradationSettings, data: Dataset) -> list[PlannedRun]:
+        runs = []
+        for seed in s.seeds:
+            for plain in (True, False):
+                for depth in sorted(set(s.depths)):
+                    name = net_name(depth, plain)
+                    # the paper warms ResNet-110 up at lr 0.01: at 0.1 it does not converge
+                    warm = dict(warmup_lr=0.01) if depth >= 110 else {}
+                    runs.append(PlannedRun(
+                        f"{name}-seed{seed}", name,
+                        seeded(cifar_spec(depth, data, plain=plain, width=s.width), seed),
+                        paper_recipe(s, data, seed=seed, **warm),
+                        probe=IterationCurve(data, s.log_every, s.val_every),
+                        info=dict(net=name, depth=depth, plain=plain, seed=seed)))
+        return runs
+
+    def analyse(self, s: DegradationSettings, data: Dataset, runs: dict[str, RunResult],
+                measured: dict[str, Any]) -> Analysis:
+        nets: dict[str, list[RunResult]] = defaultdict(list)
+        for result in runs.values():
+            nets[result.info["net"]].append(result)
+        rows = [_row(group) for group in nets.values()]
+        curves = {key: _curve(r) for key, r in runs.items()}
+        table = markdown_table(
+            ["net", "depth", "params", "train error %", "val error %", "test error %",
+             "img/s"],
+            [[r["net"], r["depth"], f"{r['params']:,}", percent_pm(r["train_errors"]),
+              percent_pm(r["val_errors"]), percent_pm(r["test_errors"]),
+              f"{r['images_per_s']:.0f}"] for r in rows])
+        steps = next(iter(runs.values())).last["step"]
+        description = (
+            f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
+            f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
+            f"({len(data.train):,} training images) with one recipe: SGD lr {s.lr}, momentum "
+            f"0.9, weight decay 1e-4, batch {s.batch_size}, {count(s.epochs, 'epoch')} "
+            f"({count(steps, 'iteration')}), lr / 10 at 50% and 75% of them; each net once per "
+            f"seed ({', '.join(map(str, s.seeds))}), the table giving mean ± standard "
+            "deviation over the seeds. Training error is the last epoch's, averaged while "
+            "training (augmented images), as the paper plots it; validation error is measured "
+            "on held-out training images; test error is the test set's, for the epoch with the "
+            "best validation accuracy."
+        )
+        return Analysis(
+            description=description, table=table, findings=findings(rows, len(data.test)),
+            figures={"curves.png": (_plot(curves, runs, data.name, len(s.seeds)),
+                                    "Training error (thin dashed: a running average over "
+                                    f"{count(s.log_every, 'iteration')}) and validation error "
+                                    "(bold) against iterations, mean over seeds, in the style "
+                                    "of He et al. 2015, Fig. 6")},
+            results={"rows": rows, "curves": curves})
+
+
+def _row(group: list[RunResult]) -> dict[str, Any]:
+    """One net over its seeds."""
+    info = group[0].info
+    return {
+        "net": info["net"], "plain": info["plain"], "depth": info["depth"],
+        "params": sum(p.numel() for p in group[0].fit.model.parameters()),
+        "seeds": [r.info["seed"] for r in group],
+        "train_errors": [1 - r.last["train_acc"] for r in group],
+        "val_errors": [1 - r.last["val_acc"] for r in group],
+        "test_errors": [r.test_error for r in group],
+        "images_per_s": mean_std([throughput(r.fit) for r in group])[0],
+    }
+
+
+def _curve(result: RunResult) -> dict[str, list]:
+    """A run's curves: running-average training error at its logged steps; validation error
+    at its intervals and at each epoch's end."""
+    train = [(r["step"], r["train_error"]) for r in result.probe if "train_error" in r]
+    val = {r["step"]: r["val_error"] for r in result.probe if "val_error" in r}
+    val |= {r["step"]: 1 - r["val_acc"] for r in result.fit.history}
+    return {"train": train, "val": sorted(val.items())}
 
 
 def findings(rows: list[dict[str, Any]], images: int) -> list[str]:
-    """Two or three sentences read from the numbers, whichever way they came out;
-    ``images``: the test images the test errors are over."""
+    """A sentence for each half of Fig. 6 and one on the deepest nets' test errors, each
+    difference weighed against the seeds' spread; ``images``: the test images."""
     sentences = []
     for plain in (True, False):
         nets = sorted((r for r in rows if r["plain"] == plain), key=lambda r: r["depth"])
         if len(nets) < 2:
             continue
         shallow, deep = nets[0], nets[-1]
-        a, b = shallow["train_error"], deep["train_error"]
+        a, b = shallow["train_errors"], deep["train_errors"]
+        gap, margin = mean_std(b)[0] - mean_std(a)[0], spread(a, b)
         if plain:
-            verdict = ("deeper plain nets degrade, as He et al. 2015 report" if b > a else
+            verdict = ("deeper plain nets degrade, as He et al. 2015 report" if gap > 0 else
                        "no degradation here, unlike He et al. 2015's Fig. 6 (longer training "
                        "may be needed to see it)")
         else:
             verdict = ("with shortcuts the deeper net trains better, as the paper reports"
-                       if b < a else "the deeper residual net has not overtaken the shallower "
-                       "one, unlike in the paper (it may need a longer schedule)")
-        relation = "higher" if b > a else "lower" if b < a else "the same"
+                       if gap < 0 else "the deeper residual net has not overtaken the "
+                       "shallower one, unlike in the paper (it may need a longer schedule)")
+        relation = "higher" if gap > 0 else "lower" if gap < 0 else "the same"
+        seeds = count(len(a), "seed")
+        if len(a) < 2:
+            weight = "one seed, so no seed-to-seed spread to weigh the gap against"
+        elif abs(gap) > margin:
+            weight = (f"the gap of {percent(abs(gap))} points exceeds the seed-to-seed spread "
+                      f"({percent(margin)})")
+        else:
+            weight = (f"the gap of {percent(abs(gap))} points is within the seed-to-seed "
+                      f"spread ({percent(margin)}), so {seeds} cannot tell")
         sentences.append(f"{deep['net']} ended with {relation} training error than "
-                         f"{shallow['net']} ({percent(b)}% vs {percent(a)}%): {verdict}.")
+                         f"{shallow['net']} ({percent_pm(b)}% vs {percent_pm(a)}% over {seeds}): "
+                         f"{verdict}; {weight}.")
     depth = max(r["depth"] for r in rows)
     plain = next(r for r in rows if r["plain"] and r["depth"] == depth)
     residual = next(r for r in rows if not r["plain"] and r["depth"] == depth)
-    p, q = plain["test_error"], residual["test_error"]
-    if abs(p - q) <= noise(p, images):
+    p, q = plain["test_errors"], residual["test_errors"]
+    gap = mean_std(q)[0] - mean_std(p)[0]
+    margin = spread(p, q, noise(mean_std(p)[0], images))
+    if abs(gap) <= margin:
         sentences.append(f"At depth {depth} the plain and residual nets' test errors "
-                         f"({percent(p)}% and {percent(q)}%) are level within the sampling "
-                         f"noise of {images:,} test images.")
-    elif q < p:
-        sentences.append(f"At depth {depth} the shortcuts lowered test error from {percent(p)}% "
-                         f"to {percent(q)}% with the same layers and parameters.")
+                         f"({percent_pm(p)}% and {percent_pm(q)}%) are level within the noise "
+                         f"(± {percent(margin)} points: the seeds' spread, and the sampling "
+                         f"noise of {images:,} test images).")
+    elif gap < 0:
+        sentences.append(f"At depth {depth} the shortcuts lowered test error from "
+                         f"{percent_pm(p)}% to {percent_pm(q)}% with the same layers and "
+                         "parameters.")
     else:
-        sentences.append(f"At depth {depth} the residual net's test error ({percent(q)}%) was "
-                         f"not below the plain net's ({percent(p)}%): here the shortcuts did "
-                         "not help.")
+        sentences.append(f"At depth {depth} the residual net's test error ({percent_pm(q)}%) "
+                         f"was not below the plain net's ({percent_pm(p)}%): here the shortcuts "
+                         "did not help.")
     return sentences
 
 
-def _plot(curves: dict[str, list[dict]], rows: list[dict], path: Path, data_name: str) -> None:
+def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float]]:
+    """The seeds' curves averaged at the steps they all have."""
+    steps = sorted(set.intersection(*(set(s for s, _ in c) for c in curves)))
+    values = [dict(c) for c in curves]
+    return steps, [100 * sum(v[s] for v in values) / len(values) for s in steps]
+
+
+def _plot(curves: dict[str, dict], runs: dict[str, RunResult], data_name: str, seeds: int):
     figure, axes = new_figure(2, sharey=True)
-    depths = sorted({r["depth"] for r in rows})
+    depths = sorted({r.info["depth"] for r in runs.values()})
     colours = {d: f"C{i}" for i, d in enumerate(depths)}
     for ax, plain in zip(axes, (True, False), strict=True):
-        for row in (r for r in rows if r["plain"] == plain):
-            points = curves[row["net"]]
-            steps = [p["step"] for p in points]
-            colour = colours[row["depth"]]
-            ax.plot(steps, [100 * p["train_error"] for p in points], "--", color=colour,
-                    linewidth=1, label=f"{row['net']} train")
-            ax.plot(steps, [100 * p["val_error"] for p in points], "-", color=colour,
-                    linewidth=2.2, label=f"{row['net']} validation")
-        ax.set_title(f"{'plain' if plain else 'residual'} networks on {data_name}")
+        for depth in depths:
+            keys = [k for k, r in runs.items()
+                    if r.info["plain"] == plain and r.info["depth"] == depth]
+            name = net_name(depth, plain)
+            for part, style, width, label in (("train", "--", 0.8, "train"),
+                                              ("val", "-", 2.2, "validation")):
+                steps, errors = _mean_curve([curves[k][part] for k in keys])
+                ax.plot(steps, errors, style, color=colours[depth], linewidth=width,
+                        label=f"{name} {label}")
+        ax.set_title(f"{'plain' if plain else 'residual'} networks on {data_name}"
+                     + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("error (%)")
-    save_figure(figure, path)
+    return figure
+
+
+EXPERIMENT = Degradation()

@@ -1,48 +1,48 @@
-"""Per-layer gradient norms of plain and residual nets: does the shortcut carry the gradient?"""
+"""Per-layer gradient norms of plain and residual nets: does the shortcut carry the gradient?
+
+Each net is a planned run of a few hundred steps through the training engine; its probe
+measures the gradient norms before the first step and after the last."""
 
 from __future__ import annotations
 
-import logging
+import copy
+import itertools
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab.data import AugmentConfig, BatchLoader, Dataset
+from reslab.data import BatchLoader, Dataset
 from reslab.errors import ConfigError
-from reslab.experiments.common import (
+from reslab.experiments.common import cifar_spec, net_name, seeded
+from reslab.experiments.protocol import (
+    Analysis,
+    Experiment,
+    PlannedRun,
+    Probe,
+    RunResult,
     Settings,
-    cifar_spec,
-    net_name,
-    prepare_data,
-    prepare_out,
-    resolve_settings,
+    setting,
 )
-from reslab.experiments.report import count, markdown_table, new_figure, save_figure, write_report
-from reslab.models import build
-from reslab.training import TrainConfig, TrainState, train_step
-from reslab.training.runtime import resolve_device
-
-log = logging.getLogger(__name__)
-TITLE = "Gradients: per-layer gradient norms of plain and residual networks"
+from reslab.experiments.report import count, markdown_table, new_figure
+from reslab.training import TrainConfig
 
 
 @dataclass
 class GradientSettings(Settings):
-    depths: tuple[int, ...] = (20, 32, 44, 56, 110)
-    steps: int = 300  # SGD steps between the two measurements
-    batch_size: int = 128
-    lr: float = 0.05  # constant: lr 0.1 needs a warm-up at depth 110 (He et al. 2015)
-    measure_batches: int = 4  # validation batches each gradient norm is averaged over
-    width: int = 16
-
-
-QUICK = dict(depths=(20, 56, 110), steps=30, batch_size=64, measure_batches=2)
+    depths: tuple[int, ...] = setting((20, 32, 44, 56, 110), "CIFAR-style depths 6n + 2",
+                                      low=8)
+    steps: int = setting(300, "SGD steps between the two measurements")
+    batch_size: int = setting(128, "images per SGD step and per measured batch")
+    # constant: lr 0.1 needs a warm-up at depth 110 (He et al. 2015)
+    lr: float = setting(0.05, "the constant learning rate")
+    measure_batches: int = setting(4, "validation batches each gradient norm is averaged over")
+    width: int = setting(16, "channels of the first stage")
+    seed: int = setting(0, "of the weights (plain and residual nets start alike) and the data "
+                        "order", low=0)
 
 
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -65,93 +65,106 @@ def layer_gradient_norms(model: nn.Module, batches: list[tuple[torch.Tensor, tor
     return [total / len(batches) for total in sums]
 
 
-def sgd_steps(model: nn.Module, loader: BatchLoader, steps: int, lr: float) -> list[float]:
-    """``steps`` SGD steps (momentum 0.9, weight decay 1e-4 on every weight, constant rate,
-    fp32) through the training engine's own step; the losses."""
-    config = TrainConfig(lr=lr, momentum=0.9, nesterov=False, weight_decay=1e-4,
-                         decay_bn_and_bias=True, schedule="constant", warmup_epochs=0.0,
-                         label_smoothing=0.0, precision="fp32", channels_last=False, quiet=True)
-    state = TrainState(model, config, total_steps=steps, steps_per_epoch=len(loader))
-    model.train()
-    losses: list[float] = []
-    epoch = 0
-    while len(losses) < steps:
-        loader.set_epoch(epoch)
-        for x, y in loader:
-            losses.append(train_step(state, x, y)[0])
-            if len(losses) == steps:
-                break
-        epoch += 1
-    return losses
+def sgd_config(s: GradientSettings, data: Dataset) -> TrainConfig:
+    """``steps`` SGD steps through the engine: momentum 0.9, weight decay 1e-4 on every
+    weight, a constant rate, fp32, pad-crop-flip augmentation; no label smoothing."""
+    steps_per_epoch = max(len(data.train) // s.batch_size, 1)
+    return TrainConfig(
+        data=data.name, val_size=None, lr=s.lr, momentum=0.9, nesterov=False,
+        weight_decay=1e-4, decay_bn_and_bias=True, schedule="constant", warmup_epochs=0.0,
+        label_smoothing=0.0, precision="fp32", channels_last=False, tta_flip=False,
+        crop_padding=min(2, data.image_shape[1] // 8), flip=True, batch_size=s.batch_size,
+        epochs=math.ceil(s.steps / steps_per_epoch), max_steps=s.steps, seed=s.seed,
+        quiet=s.quiet)
 
 
-def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
-        **settings: Any) -> dict[str, Any]:
-    s = resolve_settings(GradientSettings, quick, QUICK, settings)
-    if not s.depths or s.steps < 1 or s.measure_batches < 1:
-        raise ConfigError("gradients needs depths, steps >= 1 and measure_batches >= 1")
-    started = time.perf_counter()
-    out = prepare_out(out_dir, "gradients", s)
-    data = prepare_data(s, data)
-    device = resolve_device("auto")
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=False)
-    train = BatchLoader(data.train, s.batch_size, train=True, seed=s.seed, **common,
-                        augment=AugmentConfig(crop_padding=min(2, data.image_shape[1] // 8),
-                                              flip=True))
-    # the same fixed batches before and after training, so only the weights differ
-    measure = list(BatchLoader(data.val, s.batch_size, train=False, **common))
-    measure = measure[:s.measure_batches]
-    if not measure:
-        raise ConfigError("gradients needs validation images to measure on: val_size is 0")
-    rows, layers = [], []
-    for depth in sorted(set(s.depths)):
-        for plain in (True, False):
-            name = net_name(depth, plain)
-            log.info("gradients of %s: at initialisation, then after %d steps", name, s.steps)
-            torch.manual_seed(s.seed)  # plain and residual nets start from the same weights
-            model = build(cifar_spec(depth, data, plain=plain, width=s.width)).to(device)
-            at_init = layer_gradient_norms(model, measure)
-            losses = sgd_steps(model, train, s.steps, s.lr)
-            trained = layer_gradient_norms(model, measure)
-            names = [n for n, _ in weighted_layers(model)]
-            layers += [{"depth": depth, "net": name, "plain": plain, "index": i, "layer": n,
-                        "init": a, "trained": b}
+class GradientProbe(Probe):
+    """Per-layer gradient norms on fixed validation batches before the first step and after
+    the last (on a copy: measuring must not move BN's statistics), and each step's loss."""
+
+    def __init__(self, data: Dataset, s: GradientSettings):
+        self.data, self.s = data, s
+
+    def start(self, model: nn.Module, config) -> dict[str, Any]:
+        return {"init": self._norms(model)}
+
+    def on_step(self, state, loss: float, correct: int, images: int) -> dict[str, Any]:
+        return {"loss": loss}
+
+    def on_epoch_end(self, row: dict[str, Any], model: nn.Module) -> dict[str, Any] | None:
+        return {"trained": self._norms(model)} if row["step"] >= self.s.steps else None
+
+    def _norms(self, model: nn.Module) -> list[float]:
+        device = next(model.parameters()).device
+        # the same fixed batches before and after training, so only the weights differ
+        loader = BatchLoader(self.data.val, self.s.batch_size, train=False, mean=self.data.mean,
+                             std=self.data.std, device=device, channels_last=False)
+        batches = list(itertools.islice(loader, self.s.measure_batches))
+        with torch.enable_grad():  # the engine calls epoch hooks under no_grad
+            return layer_gradient_norms(copy.deepcopy(model), batches)
+
+
+class Gradients(Experiment):
+    name = "gradients"
+    title = "Gradients: per-layer gradient norms of plain and residual networks"
+    settings = GradientSettings
+    modes = {"quick": dict(depths=(20, 56, 110), steps=30, batch_size=64, measure_batches=2)}
+
+    def plan(self, s: GradientSettings, data: Dataset) -> list[PlannedRun]:
+        if len(data.val) == 0:
+            raise ConfigError("gradients needs validation images to measure on: val_size is 0")
+        config = sgd_config(s, data)
+        return [PlannedRun(net_name(depth, plain), net_name(depth, plain),
+                           seeded(cifar_spec(depth, data, plain=plain, width=s.width), s.seed),
+                           config, probe=GradientProbe(data, s),
+                           info=dict(net=net_name(depth, plain), depth=depth, plain=plain))
+                for depth in sorted(set(s.depths)) for plain in (True, False)]
+
+    def analyse(self, s: GradientSettings, data: Dataset, runs: dict[str, RunResult],
+                measured: dict[str, Any]) -> Analysis:
+        rows, layers = [], []
+        for result in runs.values():
+            info, probe = result.info, result.probe
+            at_init = next(p["init"] for p in probe if "init" in p)
+            trained = next(p["trained"] for p in probe if "trained" in p)
+            losses = [p["loss"] for p in probe if "loss" in p]
+            names = [n for n, _ in weighted_layers(result.fit.model)]
+            layers += [{**info, "index": i, "layer": n, "init": a, "trained": b}
                        for i, (n, a, b) in enumerate(zip(names, at_init, trained, strict=True), 1)]
             # first conv vs the last conv: the classifier is not part of the deep stack
-            rows.append({"depth": depth, "net": name, "plain": plain,
-                         "ratio_init": at_init[0] / at_init[-2],
+            rows.append({**info, "ratio_init": at_init[0] / at_init[-2],
                          "ratio_trained": trained[0] / trained[-2],
                          "loss_start": losses[0], "loss_end": _tail_mean(losses)})
-    figures = {}
-    for depth in sorted(set(s.depths)):
-        file = f"gradients-{depth}.png"
-        _plot([r for r in layers if r["depth"] == depth], depth, s.steps, out / file)
-        figures[file] = (f"Depth {depth}: gradient norm of each weighted layer's weights at "
-                         f"initialisation (dashed) and after {count(s.steps, 'SGD step')} (solid)")
-    table = markdown_table(
-        ["depth", "net", "first/last at init", f"first/last after {count(s.steps, 'step')}",
-         "loss at start", f"loss after {count(s.steps, 'step')}"],
-        [[r["depth"], r["net"], f"{r['ratio_init']:.3g}", f"{r['ratio_trained']:.3g}",
-          f"{r['loss_start']:.3f}", f"{r['loss_end']:.3f}"] for r in rows])
-    description = (
-        f"Plain and residual CIFAR-style networks (option-A shortcuts) of depths "
-        f"{', '.join(map(str, sorted(set(s.depths))))} start from the same weights. For each "
-        "weighted layer (convolutions and the classifier) we measure the norm of the loss "
-        f"gradient with respect to its weights, averaged over {len(measure)} fixed validation "
-        f"batches of {s.batch_size} {data.name} images, at initialisation and after "
-        f"{count(s.steps, 'SGD step')} (lr {s.lr}, momentum 0.9). \"first/last\" is the first "
-        "convolution's gradient norm divided by the last convolution's: well below 1, the "
-        "gradient fades on its way back to the input; well above 1, it grows. Layers differ "
-        "in size, so compare a plain net with the residual net of the same depth (same "
-        "layers, same initial weights) rather than one layer with another. Seed 002's "
-        "argument: a residual unit computes g(f(x)) + f(x), so d/dw of it keeps the term "
-        "df/dw however small the product through g becomes."
-    )
-    return write_report(
-        out, name="gradients", title=TITLE, description=description, table=table,
-        findings=findings(rows, s.steps), figures=figures,
-        results={"data": data.name, "rows": rows, "layers": layers}, settings=s, quick=quick,
-        seconds=time.perf_counter() - started)
+        figures = {}
+        for depth in sorted(set(s.depths)):
+            figures[f"gradients-{depth}.png"] = (
+                _plot([r for r in layers if r["depth"] == depth], depth, s.steps),
+                f"Depth {depth}: gradient norm of each weighted layer's weights at "
+                f"initialisation (dashed) and after {count(s.steps, 'SGD step')} (solid)")
+        table = markdown_table(
+            ["depth", "net", "first/last at init", f"first/last after {count(s.steps, 'step')}",
+             "loss at start", f"loss after {count(s.steps, 'step')}"],
+            [[r["depth"], r["net"], f"{r['ratio_init']:.3g}", f"{r['ratio_trained']:.3g}",
+              f"{r['loss_start']:.3f}", f"{r['loss_end']:.3f}"] for r in rows])
+        measured_on = min(s.measure_batches, math.ceil(len(data.val) / s.batch_size))
+        description = (
+            f"Plain and residual CIFAR-style networks (option-A shortcuts) of depths "
+            f"{', '.join(map(str, sorted(set(s.depths))))} start from the same weights. For "
+            "each weighted layer (convolutions and the classifier) we measure the norm of the "
+            "loss gradient with respect to its weights, averaged over "
+            f"{count(measured_on, 'fixed validation batch')} of up to {s.batch_size} "
+            f"{data.name} images, at initialisation and after {count(s.steps, 'SGD step')} "
+            f"(lr {s.lr}, momentum 0.9, the training engine's own step). \"first/last\" is the "
+            "first convolution's gradient norm divided by the last convolution's: well below "
+            "1, the gradient fades on its way back to the input; well above 1, it grows. "
+            "Layers differ in size, so compare a plain net with the residual net of the same "
+            "depth (same layers, same initial weights) rather than one layer with another. "
+            "Seed 002's argument: a residual unit computes g(f(x)) + f(x), so d/dw of it keeps "
+            "the term df/dw however small the product through g becomes."
+        )
+        return Analysis(description=description, table=table,
+                        findings=findings(rows, s.steps), figures=figures,
+                        results={"rows": rows, "layers": layers})
 
 
 def _tail_mean(losses: list[float]) -> float:
@@ -204,7 +217,7 @@ def _distance(ratio: float) -> float:
     return abs(math.log(ratio)) if ratio > 0 else math.inf
 
 
-def _plot(layers: list[dict[str, Any]], depth: int, steps: int, path: Path) -> None:
+def _plot(layers: list[dict[str, Any]], depth: int, steps: int):
     figure, ax = new_figure(size=(7, 4))
     for colour, plain in (("C3", True), ("C0", False)):
         points = [r for r in layers if r["plain"] == plain]
@@ -220,4 +233,7 @@ def _plot(layers: list[dict[str, Any]], depth: int, steps: int, path: Path) -> N
     ax.set_title(f"Depth {depth}: gradient norm per layer")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    save_figure(figure, path)
+    return figure
+
+
+EXPERIMENT = Gradients()

@@ -1,5 +1,9 @@
-"""Nested function classes: a net deepened by identity-initialised residual units computes the
-same function, so training it further need not make it worse (seeds 000 and 002).
+"""Nested function classes, and growth four ways: a trained net deepened by residual units
+whose last BN is zero-initialised computes the same function (seeds 000 and 002), so
+training it further need not make it worse. Beside it, the same units randomly initialised
+(AutoGrow's growth, Wen et al. 2020, which argues it trains better), plain units, the shallow
+net trained on, and the deep net trained from scratch for the same total budget; over
+several seeds, with accuracy and training loss at step 0, after one epoch and at the end.
 
 ``reslab.models.grow(model, stage, blocks)`` does the deepening; ``reslab grow``
 (``reslab.deploy.grow_checkpoint``) does it to a checkpoint.
@@ -8,10 +12,7 @@ same function, so training it further need not make it worse (seeds 000 and 002)
 from __future__ import annotations
 
 import copy
-import logging
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,50 +20,97 @@ from torch import nn
 
 from reslab.data import BatchLoader, Dataset
 from reslab.errors import ConfigError
-from reslab.experiments.common import (
+from reslab.experiments.common import cifar_spec, net_name, paper_recipe, seeded
+from reslab.experiments.protocol import (
+    Analysis,
+    Experiment,
+    PlannedRun,
+    Probe,
+    RunResult,
     TrainingSettings,
-    cifar_spec,
-    net_name,
-    paper_recipe,
-    prepare_data,
-    prepare_out,
-    resolve_settings,
-    train_net,
+    setting,
 )
 from reslab.experiments.report import (
     count,
     markdown_table,
+    mean_std,
     new_figure,
     noise,
     percent,
-    save_figure,
-    write_report,
+    percent_pm,
+    spread,
 )
-from reslab.models import ResNet, build, grow
+from reslab.models import ResNet, grow
 from reslab.training.evaluate import evaluate
 
-log = logging.getLogger(__name__)
-TITLE = "Nested function classes: deepening a trained network by identity units"
+# arm -> (what it is, shown after the shallow net's name)
+ARMS = {
+    "shallow": "(no growth)",
+    "grown": "+ {blocks} residual units, zero-init last BN",
+    "grown_random": "+ {blocks} residual units, random init",
+    "grown_plain": "+ {blocks} plain units",
+    "scratch": "+ {blocks} residual units' depth, trained from scratch",
+}
+PROBE_IMAGES = 5000  # training images the step-0/epoch-1/end training loss is measured on
 
 
 @dataclass
 class NestedSettings(TrainingSettings):
-    depth: int = 14  # the shallow net, CIFAR-style 6n + 2
-    width: int = 16
-    epochs: int = 15  # training the shallow net
-    stage: int = 3  # where the new units go (1-based)
-    blocks: int = 2
-    continue_epochs: int = 10  # training every net after the growth
-    continue_lr: float = 0.01  # a trained net goes on from a lower rate
+    depth: int = setting(14, "the shallow net, CIFAR-style 6n + 2", low=8)
+    width: int = setting(16, "channels of the first stage")
+    epochs: int = setting(15, "epochs training the shallow net")
+    stage: int = setting(3, "where the new units go (the nets have 3 stages)", high=3)
+    blocks: int = setting(2, "units added", high=64)
+    continue_epochs: int = setting(10, "epochs every grown (and the shallow) net trains on")
+    continue_lr: float = setting(0.01, "peak learning rate after growing: a trained net goes "
+                                 "on from a lower rate")
+    seeds: tuple[int, ...] = setting((0, 1, 2), "a shallow net and its growths per seed",
+                                     low=0)
+    arms: tuple[str, ...] = setting(tuple(ARMS), "which arms to train", choices=tuple(ARMS))
 
     def check(self) -> None:
-        if not 1 <= self.stage <= 3:  # the CIFAR-style nets grown here have three stages
-            raise ConfigError(f"setting stage must be 1, 2 or 3 (the network's stages), got "
-                              f"{self.stage}")
+        if "grown" not in self.arms:  # every comparison is against it
+            raise ConfigError("setting arms must include grown (the function-preserving "
+                              f"growth), got {', '.join(self.arms)}")
 
 
-QUICK = dict(epochs=3, continue_epochs=2, batch_size=64, train_size=2560, val_size=1000,
-             test_size=2000)
+class GrowthProbe(Probe):
+    """Test and validation accuracy and training loss (eval mode, the first
+    ``PROBE_IMAGES`` training images, not augmented) at step 0, after epoch 1 and at the last
+    epoch; at step 0 also how far the outputs moved from the shallow net's (``reference``,
+    set by the arm's model builder)."""
+
+    def __init__(self, data: Dataset, epochs: int):
+        self.data, self.epochs = data, epochs
+        self.reference: nn.Module | None = None
+
+    def start(self, model: nn.Module, config) -> dict[str, Any]:
+        row = {"epoch": 0, **self._measure(model)}
+        if self.reference is not None:
+            device = next(model.parameters()).device
+            now, before = _outputs(model, self._loader("test", device)), \
+                _outputs(self.reference, self._loader("test", device))
+            row |= {"identical": torch.equal(now, before),
+                    "max_abs_diff": float((now - before).abs().max())}
+        return row
+
+    def on_epoch_end(self, row: dict[str, Any], model: nn.Module) -> dict[str, Any] | None:
+        if row["epoch"] in (1, self.epochs):
+            return {"epoch": row["epoch"], **self._measure(model)}
+        return None
+
+    def _measure(self, model: nn.Module) -> dict[str, float]:
+        device, classes = next(model.parameters()).device, len(self.data.classes)
+        test, val, train = (evaluate(model, self._loader(split, device), classes, device=device)
+                            for split in ("test", "val", "train"))
+        return {"test_acc": test.accuracy, "val_acc": val.accuracy, "train_loss": train.loss}
+
+    def _loader(self, split: str, device) -> BatchLoader:
+        images = self.data.split(split)
+        if split == "train" and len(images) > PROBE_IMAGES:
+            images = images.subset(torch.arange(PROBE_IMAGES))
+        return BatchLoader(images, 256, train=False, mean=self.data.mean, std=self.data.std,
+                           device=device, channels_last=False)
 
 
 @torch.no_grad()
@@ -75,72 +123,129 @@ def _outputs(model: nn.Module, loader: BatchLoader) -> torch.Tensor:
         model.train(was_training)
 
 
-def run(out_dir: str | Path, quick: bool = False, data: Dataset | None = None,
-        **settings: Any) -> dict[str, Any]:
-    s = resolve_settings(NestedSettings, quick, QUICK, settings)
-    started = time.perf_counter()
-    out = prepare_out(out_dir, "nested", s)
-    data = prepare_data(s, data)
-    base_name = net_name(s.depth, plain=False)
-    torch.manual_seed(s.seed)
-    base = train_net(build(cifar_spec(s.depth, data, width=s.width)), data,
-                     paper_recipe(s, data), out / "runs" / "base", base_name)
-    trained = base.model
-    nets = {
-        "shallow": (f"{base_name} (no growth)", copy.deepcopy(trained)),
-        "grown": (f"{base_name} + {s.blocks} residual units", grow(trained, s.stage, s.blocks)),
-        "grown_random": (f"{base_name} + {s.blocks} residual units, random init",
-                         grow(trained, s.stage, s.blocks, identity=False)),
-        "grown_plain": (f"{base_name} + {s.blocks} plain units",
-                        grow(trained, s.stage, s.blocks, shortcut=False)),
+class Nested(Experiment):
+    name = "nested"
+    title = "Nested function classes: growing a trained network, four ways and from scratch"
+    settings = NestedSettings
+    modes = {"quick": dict(epochs=2, continue_epochs=2, batch_size=64, train_size=1536,
+                           val_size=500, test_size=1000, seeds=(0, 1))}
+
+    def plan(self, s: NestedSettings, data: Dataset) -> list[PlannedRun]:
+        shallow = cifar_spec(s.depth, data, width=s.width)
+        depths = list(shallow.depths)
+        depths[s.stage - 1] += s.blocks
+        deep = shallow.replace(depths=tuple(depths))  # the grown nets' (and scratch's) spec
+        base_name = net_name(s.depth, plain=False)
+        runs = []
+        for seed in s.seeds:
+            base = f"base-seed{seed}"
+            runs.append(PlannedRun(base, base_name, seeded(shallow, seed),
+                                   paper_recipe(s, data, seed=seed),
+                                   info=dict(arm="base", seed=seed)))
+            for arm in s.arms:
+                label = f"{base_name} {ARMS[arm].format(blocks=s.blocks)}"
+                if arm == "scratch":  # the same total budget, from the start, at the full rate
+                    epochs = s.epochs + s.continue_epochs
+                    model, config = seeded(deep, seed), paper_recipe(s, data, seed=seed,
+                                                                     epochs=epochs)
+                    probe = GrowthProbe(data, epochs)
+                else:
+                    probe = GrowthProbe(data, s.continue_epochs)
+                    model = _grown(arm, base, s, seed, probe)
+                    config = paper_recipe(s, data, seed=seed, epochs=s.continue_epochs,
+                                          lr=s.continue_lr)
+                runs.append(PlannedRun(f"{arm.replace('_', '-')}-seed{seed}", label, model,
+                                       config, probe=probe, info=dict(arm=arm, seed=seed)))
+        return runs
+
+    def analyse(self, s: NestedSettings, data: Dataset, runs: dict[str, RunResult],
+                measured: dict[str, Any]) -> Analysis:
+        base_name = net_name(s.depth, plain=False)
+        rows = [_row(arm, [r for r in runs.values() if r.info["arm"] == arm], s)
+                for arm in s.arms]
+        bases = [r for r in runs.values() if r.info["arm"] == "base"]
+        curves = {"base": [[h["val_acc"] for h in r.fit.history] for r in bases]} | {
+            row["arm"]: row["val_curves"] for row in rows}
+
+        def change(r: dict[str, Any]) -> str:
+            if r["arm"] == "scratch":
+                return "- (new weights)"
+            return "0 (identical)" if all(r["identical"]) else f"{max(r['max_abs_diff']):.3g}"
+
+        points = ("step 0", "epoch 1", "end")
+        table = markdown_table(
+            ["network", "layers", "params", "max abs output change at step 0",
+             *(f"test acc % {p}" for p in points), *(f"train loss {p}" for p in points)],
+            [[r["net"], r["layers"], f"{r['params']:,}", change(r),
+              *(percent_pm(r["test_acc"][p]) for p in points),
+              *(_pm(r["train_loss"][p]) for p in points)] for r in rows])
+        description = (
+            f"{base_name} is trained on {data.name} ({len(data.train):,} images, "
+            f"{count(s.epochs, 'epoch')}, the paper's recipe), then deepened by "
+            f"{count(s.blocks, 'unit')} at the end of stage {s.stage}: residual units whose "
+            "last BN is zero-initialised (each computes x -> x: the function is preserved), the "
+            "same residual units as build initialises them (AutoGrow's random-init growth), "
+            "or the same units without the shortcut. These and the shallow net itself (for a "
+            f"fair budget) train {count(s.continue_epochs, 'more epoch')} from lr "
+            f"{s.continue_lr}; the deep net is also trained from scratch for the same total, "
+            f"{count(s.epochs + s.continue_epochs, 'epoch')} at lr {s.lr}. All of it once per "
+            f"seed ({', '.join(map(str, s.seeds))}), mean ± std over the seeds. Test accuracy "
+            "and training loss (cross-entropy in eval mode on the first "
+            f"{min(PROBE_IMAGES, len(data.train)):,} training images, not augmented) are "
+            "measured right after growth (step 0), after the first epoch and at the end. "
+            "\"Output change\" is the largest absolute difference of the logits from the "
+            f"trained {base_name}'s over the test set, in eval mode."
+        )
+        return Analysis(
+            description=description, table=table,
+            findings=findings(rows, base_name, s.continue_epochs, len(data.test)),
+            figures={"accuracy.png": (_plot(curves, rows, s.epochs, data.name),
+                                      "Validation accuracy (mean over seeds) while training "
+                                      "the shallow net, then after growing it (the dotted "
+                                      "line; its epoch = the step-0 networks), and the deep "
+                                      "net from scratch")},
+            results={"rows": rows, "curves": curves})
+
+
+def _grown(arm: str, base: str, s: NestedSettings, seed: int, probe: GrowthProbe):
+    """An arm's model builder: the seed's trained shallow net, grown as the arm grows it."""
+    def model(done: dict[str, RunResult]) -> nn.Module:
+        trained = done[base].fit.model
+        probe.reference = trained
+        torch.manual_seed(seed)  # the new units' weights: the same draw in every arm
+        if arm == "shallow":
+            return copy.deepcopy(trained)
+        return grow(trained, s.stage, s.blocks, shortcut=arm != "grown_plain",
+                    identity=arm == "grown")
+    return model
+
+
+def _row(arm: str, group: list[RunResult], s: NestedSettings) -> dict[str, Any]:
+    """An arm over its seeds: at step 0, after epoch 1 and at the end."""
+    model = group[0].fit.model
+    probes = [{p["epoch"]: p for p in r.probe} for r in group]
+    last = max(probes[0], default=0)
+    at = {"step 0": 0, "epoch 1": 1, "end": last}
+    start = [p.get(0, {}) for p in probes]
+    return {
+        "arm": arm, "net": group[0].run.label, "layers": _depth(model),
+        "params": sum(p.numel() for p in model.parameters()),
+        "seeds": [r.info["seed"] for r in group],
+        "identical": [p.get("identical", False) for p in start],
+        "max_abs_diff": [p.get("max_abs_diff", float("nan")) for p in start],
+        "test_acc": {k: [p.get(e, {}).get("test_acc", float("nan")) for p in probes]
+                     for k, e in at.items()},
+        "train_loss": {k: [p.get(e, {}).get("train_loss", float("nan")) for p in probes]
+                       for k, e in at.items()},
+        "val_curves": [[p.get(0, {}).get("val_acc", float("nan")),
+                        *(h["val_acc"] for h in r.fit.history)] for p, r in zip(probes, group,
+                                                                             strict=True)],
     }
-    config = paper_recipe(s, data, epochs=s.continue_epochs, lr=s.continue_lr)
-    device = next(trained.parameters()).device
-    loaders = {split: BatchLoader(data.split(split), 256, train=False, mean=data.mean,
-                                  std=data.std, device=device,
-                                  channels_last=config.channels_last)
-               for split in ("val", "test")}
-    reference = _outputs(trained, loaders["test"])
-    rows, curves = [], {"base": [r["val_acc"] for r in base.history]}
-    for key, (label, model) in nets.items():
-        outputs = _outputs(model, loaders["test"])
-        step0 = {split: evaluate(model, loader, len(data.classes), device=device).accuracy
-                 for split, loader in loaders.items()}
-        result = train_net(model, data, config, out / "runs" / key.replace("_", "-"), label)
-        curves[key] = [step0["val"], *(r["val_acc"] for r in result.history)]
-        rows.append({
-            "key": key, "net": label, "layers": _depth(model),
-            "params": sum(p.numel() for p in model.parameters()),
-            "identical_at_step0": torch.equal(outputs, reference),
-            "max_abs_diff_at_step0": float((outputs - reference).abs().max()),
-            "test_acc_at_step0": step0["test"], "test_acc_after": result.test["accuracy"],
-        })
-    _plot(curves, rows, s, out / "accuracy.png", data.name)
-    table = markdown_table(
-        ["network", "layers", "params", "max abs output change at step 0",
-         "test acc % at step 0", f"test acc % after {count(s.continue_epochs, 'epoch')}"],
-        [[r["net"], r["layers"], f"{r['params']:,}",
-          "0 (identical)" if r["identical_at_step0"] else f"{r['max_abs_diff_at_step0']:.3g}",
-          percent(r["test_acc_at_step0"]), percent(r["test_acc_after"])] for r in rows])
-    description = (
-        f"{base_name} is trained on {data.name} ({len(data.train):,} images, "
-        f"{count(s.epochs, 'epoch')}, the paper's recipe), then deepened by {s.blocks} units "
-        f"at the end of stage {s.stage}: residual units whose last BN is zero-initialised "
-        "(each computes x -> x), the same residual units left as build initialises them "
-        "(AutoGrow's random-init growth), or the same units without the shortcut, freshly "
-        "initialised. The four networks (the shallow one too, for a fair budget) then train "
-        f"{count(s.continue_epochs, 'more epoch')} from lr {s.continue_lr}. \"Output change\" "
-        f"is the largest absolute difference of the logits from the trained {base_name}'s, "
-        "over the test set, in eval mode."
-    )
-    return write_report(
-        out, name="nested", title=TITLE, description=description, table=table,
-        findings=findings(rows, base_name, s.continue_epochs, len(data.test)),
-        figures={"accuracy.png": "Validation accuracy while training the shallow net, then "
-                                 "after growing it (epoch 0 = the step-0 networks)"},
-        results={"data": data.name, "test_images": len(data.test), "rows": rows,
-                 "curves": curves}, settings=s, quick=quick,
-        seconds=time.perf_counter() - started)
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def _depth(model: ResNet) -> int:
@@ -149,73 +254,89 @@ def _depth(model: ResNet) -> int:
                if "downsample" not in name)
 
 
+def _versus(a: list[float], b: list[float], images: int) -> tuple[str, float]:
+    """How ``a``'s mean accuracy stands to ``b``'s: above, below or level within the noise."""
+    gap = mean_std(a)[0] - mean_std(b)[0]
+    margin = spread(a, b, noise(1 - mean_std(b)[0], images))
+    return ("level with" if abs(gap) <= margin else "above" if gap > 0 else "below"), margin
+
+
 def findings(rows: list[dict[str, Any]], base_name: str, epochs: int, images: int
              ) -> list[str]:
-    """Three sentences from the numbers; ``images``: the test images accuracies are over."""
-    by = {r["key"]: r for r in rows}
-    shallow, grown, plain = by["shallow"], by["grown"], by["grown_plain"]
-    random_init = by.get("grown_random")
-    before = shallow["test_acc_at_step0"]
-    if grown["identical_at_step0"]:
-        same = (f"left its outputs bit-for-bit unchanged (test accuracy {percent(before)}% "
-                f"before and {percent(grown['test_acc_at_step0'])}% after)")
-    else:
-        same = (f"changed its outputs by at most {grown['max_abs_diff_at_step0']:.3g} (test "
-                f"accuracy {percent(before)}% before, {percent(grown['test_acc_at_step0'])}% "
-                "after)")
-    a, b = shallow["test_acc_after"], grown["test_acc_after"]
-    margin = noise(a, images)
-    if abs(b - a) <= margin:
-        verdict = (f"level within the sampling noise of {images:,} test images "
-                   f"(± {percent(margin)} points), so no worse, as nested function classes "
-                   "promise")
-    elif b > a:
-        verdict = "better, as nested function classes allow"
-    else:
-        verdict = ("worse beyond sampling noise: the larger function class did not pay off "
-                   "within this budget")
-    c = plain["test_acc_after"]
-    versus = ("level with" if abs(c - b) <= noise(b, images) else
-              "below" if c < b else "above")
-    plain_change = (f"changed the function (outputs moved by up to "
-                    f"{plain['max_abs_diff_at_step0']:.3g}) and took test accuracy from "
-                    f"{percent(before)}% to {percent(plain['test_acc_at_step0'])}%")
-    sentences = [
-        f"Growing {base_name} by zero-initialised residual units {same}.",
-        f"After {count(epochs, 'more epoch')} the grown network reached {percent(b)}% test "
-        f"accuracy against {percent(a)}% for the shallow one trained as long: {verdict}.",
-        f"Inserting the same units without shortcuts {plain_change}; after "
-        f"{count(epochs, 'epoch')} it reached {percent(plain['test_acc_after'])}% "
-        f"({versus} the residual growth's {percent(b)}%).",
-    ]
-    if random_init is not None:  # AutoGrow: random-init growth beats function-preserving
-        r = random_init["test_acc_after"]
-        compared = ("level with" if abs(r - b) <= noise(b, images) else
-                    "below" if r < b else "above")
-        sentences.append(
-            f"The same residual units left randomly initialised changed the function (outputs "
-            f"moved by up to {random_init['max_abs_diff_at_step0']:.3g}, test accuracy "
-            f"{percent(random_init['test_acc_at_step0'])}% at step 0) and reached {percent(r)}%: "
-            f"{compared} the function-preserving growth's {percent(b)}% in this run.")
+    """Up to four sentences: growth at step 0; function-preserving growth against the
+    shallow net, against random-init growth (AutoGrow's claim), and against training the deep
+    net from scratch. ``images``: the test images accuracies are over."""
+    by = {r["arm"]: r for r in rows}
+    grown = by["grown"]
+    acc = grown["test_acc"]
+    start = (f"left its outputs bit-for-bit unchanged in {count(len(grown['seeds']), 'seed')}"
+             if all(grown["identical"]) else
+             f"changed its outputs by at most {max(grown['max_abs_diff']):.3g}")
+    others = [f"{'the same units randomly initialised' if arm == 'grown_random' else 'plain units'}"
+              f" moved them by up to {max(by[arm]['max_abs_diff']):.3g} and took test accuracy "
+              f"to {percent_pm(by[arm]['test_acc']['step 0'])}%"
+              for arm in ("grown_random", "grown_plain") if arm in by]
+    sentences = [f"Growing {base_name} by zero-initialised residual units {start} (test "
+                 f"accuracy {percent_pm(acc['step 0'])}% at step 0)"
+                 + (f"; {' and '.join(others)}." if others else ".")]
+    if "shallow" in by:
+        a, b = acc["end"], by["shallow"]["test_acc"]["end"]
+        where, margin = _versus(a, b, images)
+        verdict = {"level with": "no worse, as nested function classes promise, and no better",
+                   "above": "better, as nested function classes allow",
+                   "below": "worse: the larger class did not pay off within this budget"}[where]
+        sentences.append(f"After {count(epochs, 'more epoch')} the grown net reached "
+                         f"{percent_pm(a)}% test accuracy against {percent_pm(b)}% for the "
+                         f"shallow one trained as long (noise ± {percent(margin)} points): "
+                         f"{verdict}.")
+    if "grown_random" in by:
+        r = by["grown_random"]["test_acc"]
+        first, _ = _versus(acc["epoch 1"], r["epoch 1"], images)
+        end, margin = _versus(acc["end"], r["end"], images)
+        verdict = {"level with": "function-preserving growth does not matter here",
+                   "above": "function-preserving growth helps here, against AutoGrow's claim",
+                   "below": "function-preserving growth hurts here, as AutoGrow claims"}[end]
+        sentences.append(f"Against random-init growth (AutoGrow): after one epoch "
+                         f"{percent_pm(acc['epoch 1'])}% vs {percent_pm(r['epoch 1'])}% "
+                         f"({first}), at the end {percent_pm(acc['end'])}% vs "
+                         f"{percent_pm(r['end'])}% ({end}, noise ± {percent(margin)} points): "
+                         f"{verdict}.")
+    if "scratch" in by:
+        c = by["scratch"]["test_acc"]["end"]
+        where, margin = _versus(acc["end"], c, images)
+        verdict = {"level with": "growing saved nothing and cost nothing",
+                   "above": "growing a trained net beat training the deep one from the start",
+                   "below": "training the deep net from the start did better"}[where]
+        sentences.append(f"The deep net trained from scratch for the same total budget reached "
+                         f"{percent_pm(c)}%, the grown one {percent_pm(acc['end'])}% ({where} "
+                         f"it, noise ± {percent(margin)} points): {verdict}.")
     return sentences
 
 
-def _plot(curves: dict[str, list[float]], rows: list[dict], s: NestedSettings, path: Path,
-          data_name: str) -> None:
-    figure, ax = new_figure(size=(7, 4))
-    base = curves["base"]
-    ax.plot(range(1, len(base) + 1), [100 * v for v in base], "k-", linewidth=2,
-            label="shallow net, before growing")
-    for style, colour, row in zip(("--", "-", "-.", "-"), ("C0", "C2", "C1", "C3"), rows,
-                                  strict=True):
-        values = curves[row["key"]]
-        ax.plot(range(len(base), len(base) + len(values)), [100 * v for v in values], style,
-                marker="o", color=colour, markersize=3, label=row["net"])
+def _plot(curves: dict[str, list[list[float]]], rows: list[dict], epochs: int, data_name: str):
+    figure, ax = new_figure(size=(7.5, 4.2))
+
+    def mean(runs: list[list[float]]) -> list[float]:
+        return [100 * mean_std(list(values))[0] for values in zip(*runs, strict=False)]
+
+    base = mean(curves["base"])
+    ax.plot(range(1, len(base) + 1), base, "k-", linewidth=2, label="shallow net, before growing")
+    styles = {"shallow": ("--", "C0"), "grown": ("-", "C2"), "grown_random": ("-.", "C1"),
+              "grown_plain": ("-", "C3"), "scratch": (":", "C4")}
+    for row in rows:
+        values = mean(curves[row["arm"]])
+        first = 0 if row["arm"] == "scratch" else epochs  # scratch starts with the base net
+        style, colour = styles[row["arm"]]
+        ax.plot(range(first, first + len(values)), values, style, marker="o", color=colour,
+                markersize=3, label=row["net"])
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.axvline(len(base), color="grey", linestyle=":", linewidth=1)
+    ax.axvline(epochs, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("epoch (growth after the dotted line)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(f"Growing a trained network on {data_name}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(figure, path)
+    ax.legend(fontsize=7)
+    return figure
+
+
+EXPERIMENT = Nested()

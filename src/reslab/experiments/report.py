@@ -14,7 +14,7 @@ from reslab.training.plots import save_figure
 from reslab.training.rundir import machine, versions
 
 __all__ = ["count", "markdown_table", "mean_std", "new_figure", "noise", "percent",
-           "save_figure", "write_report"]
+           "percent_pm", "save_figure", "spread", "write_report"]
 
 
 def new_figure(panels: int = 1, *, size: tuple[float, float] | None = None, **options):
@@ -51,6 +51,19 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def percent_pm(values: Sequence[float], digits: int = 2) -> str:
+    """``[0.081, 0.083]`` -> "8.20 ± 0.14": mean ± sample standard deviation, in percent."""
+    mean, std = mean_std(values)
+    return f"{percent(mean, digits)} ± {percent(std, digits)}"
+
+
+def spread(a: Sequence[float], b: Sequence[float], floor: float = 0.0) -> float:
+    """What the difference of the means of ``a`` and ``b`` (one value per seed) must exceed
+    to count: the seed-to-seed spread of a difference of two runs, sqrt(sa^2 + sb^2), and at
+    least ``floor`` (the test set's sampling noise, which a single seed cannot show)."""
+    return max(math.hypot(mean_std(a)[1], mean_std(b)[1]), floor)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub table, its columns padded so it also reads well as plain text."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -73,36 +86,41 @@ def write_report(
     figures: dict[str, str],
     results: dict[str, Any],
     settings: Any,
-    quick: bool,
+    mode: str,
     seconds: float,
+    train_seconds: float,
 ) -> dict[str, Any]:
     """Write results.json and report.md; returns what results.json holds.
 
-    ``figures``: file name (already saved in ``out``) -> caption.
+    ``figures``: file name (already saved in ``out``) -> caption. ``seconds``: this call's
+    time; ``train_seconds``: all runs' training time, earlier attempts' included.
     """
     record = {
         "experiment": name,
         "title": title,
-        "quick": quick,
+        "mode": mode,
+        "quick": mode == "quick",
         "settings": asdict(settings),
         **results,
         "table": table,
         "findings": list(findings),
         "figures": list(figures),
         "seconds": seconds,
+        "train_seconds": train_seconds,
         "versions": versions(),
         "machine": machine(),
     }
     atomic_write_text(out / "results.json", json.dumps(record, indent=2, default=str) + "\n")
-    mode = "quick mode (small subsets, short runs: a smoke test, not a result)" if quick else \
-        "full mode"
+    described = "quick mode (small subsets, short runs: a smoke test, not a result)" \
+        if mode == "quick" else f"{mode} mode"
     parts = [
         f"# {title}",
         description,
         table,
         " ".join(findings),
         *(f"![{Path(file).stem}]({file})\n\n*{caption}*" for file, caption in figures.items()),
-        f"Run in {mode} in {seconds / 60:.1f} min on {record['machine']['cpu']} "
+        f"Run in {described} in {seconds / 60:.1f} min ({train_seconds / 60:.1f} min of "
+        f"training, earlier attempts' included) on {record['machine']['cpu']} "
         f"({record['machine']['torch_threads']} threads); every number is in "
         "[results.json](results.json), and each training run's directory is under `runs/`.",
     ]

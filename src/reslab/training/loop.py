@@ -35,6 +35,8 @@ from reslab.training.writer import RunWriter
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "reslab-checkpoint/1"
 EpochHook = Callable[[dict[str, Any], nn.Module], None]
+# (state, the step's mean loss, images it classified right, images in it)
+StepHook = Callable[[TrainState, float, int, int], None]
 
 
 @dataclass
@@ -81,15 +83,19 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[flo
 
 def train_epoch(state: TrainState, loader: BatchLoader, progress: Progress, *,
                 should_stop: Callable[[], bool], checkpoint: Callable[[], None],
-                world_size: int = 1) -> bool:
+                world_size: int = 1, on_step: StepHook | None = None) -> bool:
     """Steps from where the epoch stands to its end (or the run's last step); False if a stop
-    was requested, after the step it came during."""
+    was requested, after the step it came during. ``on_step`` sees each step's outcome."""
     counters = state.counters
     started, seconds_before = time.perf_counter(), counters.seconds
     progress.start_epoch(counters.epoch, counters.batch)
     for x, y in loader.iter_from(counters.batch):
-        train_step(state, x, y)
+        loss_value, correct = train_step(state, x, y)
         counters.seconds = seconds_before + time.perf_counter() - started
+        if on_step is not None:
+            hook_started = time.perf_counter()
+            on_step(state, loss_value, correct, len(y))
+            started += time.perf_counter() - hook_started  # a hook's time is not training time
         loss, correct, seen = counters.sums
         progress.update(counters.batch, loss / seen, correct / seen,
                         seen / counters.seconds * world_size)
@@ -111,6 +117,7 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch_end: EpochHook | None = None,
+    on_step: StepHook | None = None,
     head: nn.Module | None = None,
     notes: list[str] = (),
 ) -> FitResult:
@@ -119,6 +126,10 @@ def fit(
     ``on_epoch_end(row, model)``, if given, is called on the main process after each epoch's
     files are written, with the epoch's metrics row and the model validation saw (in eval mode;
     leave it unchanged). Benchmarks use it to follow test accuracy; selection never does.
+    ``on_step(state, loss, correct, images)``, if given, is called on the main process after
+    each optimizer step (``state.counters.step`` is the step's number), with the model in
+    training mode; a hook that evaluates must restore that (``evaluate`` does). Experiments
+    log per-iteration curves with it; its time is left out of the run's training time.
     ``head``: the classifier, for ``backbone_lr_scale``. ``notes``: lines for the start of the
     progress output (what was loaded or adapted).
     """
@@ -181,7 +192,8 @@ def fit(
                 model.train()
                 _freeze_statistics(model)
                 if not train_epoch(state, train_loader, progress, should_stop=should_stop,
-                                   checkpoint=checkpoint, world_size=world.world_size):
+                                   checkpoint=checkpoint, world_size=world.world_size,
+                                   on_step=on_step if world.is_main else None):
                     checkpoint()
                     progress.close()
                     raise Interrupted(_stopped_line(stop.name or "a signal", state, writer.path,
