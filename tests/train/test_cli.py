@@ -14,7 +14,7 @@ from PIL import Image
 
 import reslab.training.run as RUN  # noqa: E402
 from reslab.cli import main
-from reslab.training import TrainConfig
+from reslab.training import TrainConfig, preset
 from reslab.training.checkpoint import model_from_checkpoint
 
 
@@ -95,8 +95,8 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, cap
     onnx_path = tmp_path / "model.onnx"
     assert main(["export", str(checkpoint), "--onnx", str(onnx_path), "--no-tta"]) == 0
     printed = capsys.readouterr().out
-    match = re.search(r"max abs difference (\S+)$", printed.strip())
-    assert match and float(match[1]) < 1e-4, printed
+    match = re.search(r"max abs difference \S+ \((\S+) of the largest output\)$", printed.strip())
+    assert match and float(match[1]) < 1e-5, printed  # float32 rounding
     assert f"wrote {onnx_path}" in printed
     assert not list(tmp_path.glob(".*.part"))
     # checked here too, on another input and another batch size (the batch axis is dynamic)
@@ -107,7 +107,8 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(trained, tmp_path, cap
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": x.numpy()})[0]
     assert got.shape == (5, 10)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    # random input drives a whitened stem's outputs into the thousands: float32 rounding
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
 
 
 def test_an_exported_model_on_raw_pixels_gives_predicts_probabilities_and_says_so(
@@ -143,8 +144,6 @@ def test_an_exported_model_on_raw_pixels_gives_predicts_probabilities_and_says_s
 
 
 def _config_the_cli_trains_with(monkeypatch, argv) -> TrainConfig:
-    from reslab.training import preset
-
     seen = []
 
     def fake_train(config=None, *, preset_name=None, **options):
@@ -163,7 +162,7 @@ def test_options_win_over_the_preset_whatever_their_order(monkeypatch):
     earlier = _config_the_cli_trains_with(monkeypatch, ["--epochs", "2", "--preset", "d2l"])
     assert earlier == later
     default = _config_the_cli_trains_with(monkeypatch, [])
-    assert default == TrainConfig()  # no preset: the `fast` defaults
+    assert default == preset("fast") != TrainConfig()  # no preset: `fast`, with its levers
 
 
 def test_a_config_file_sets_defaults_and_options_win_over_it(monkeypatch, tmp_path, capsys):

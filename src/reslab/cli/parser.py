@@ -59,9 +59,11 @@ def _unwrap_optional(hint: Any) -> Any:
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, groups: tuple[str, ...],
-                       skip: frozenset[str] = frozenset()) -> None:
+                       skip: frozenset[str] = frozenset(), defaults: Any = None) -> None:
     """One option per field of dataclass ``cls``, in argument groups by the field's
-    ``metadata["group"]``; booleans as ``--flag``/``--no-flag``."""
+    ``metadata["group"]``; booleans as ``--flag``/``--no-flag``. The help shows each field's
+    value in ``defaults`` (an instance: what a run gets when the option is not given), or
+    else the field's own default."""
     hints = typing.get_type_hints(cls)
     existing = {g.title: g for g in parser._action_groups}
     sections = {g: existing.get(f"{g} options") or parser.add_argument_group(f"{g} options")
@@ -70,7 +72,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, groups: tuple
         if field.name in skip:
             continue
         hint = _unwrap_optional(hints[field.name])
-        default = field.default
+        default = field.default if defaults is None else getattr(defaults, field.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = field.metadata["help"] + (
             "" if default in (None, ()) or isinstance(default, bool) else f" (default: {shown})")

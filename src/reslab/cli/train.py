@@ -8,7 +8,7 @@ import json
 from argparse import Namespace
 
 from reslab.cli.parser import add_config_options, given
-from reslab.training.config import GROUPS, PRESETS, TrainConfig, read_config_file
+from reslab.training.config import GROUPS, PRESETS, TrainConfig, preset, read_config_file
 
 
 def register(subcommands) -> dict:
@@ -26,7 +26,7 @@ def register(subcommands) -> dict:
     run.add_argument("--resume", default=None, metavar="RUN",
                      help="continue a run (its directory, or a checkpoint in it) with its own "
                      "config; more --epochs extend it")
-    add_config_options(train, TrainConfig, GROUPS)
+    add_config_options(train, TrainConfig, GROUPS, defaults=preset("fast"))
 
     evaluate = subcommands.add_parser("eval", help="accuracy, per-class accuracy, confusion",
                                       description="Evaluate a checkpoint or run directory.")
@@ -169,5 +169,5 @@ def run_export(ns: Namespace) -> int:
     print(f"wrote {info['path']}: input batch x {'x'.join(map(str, meta['input_size']))}, "
           f"{meta['input']}; output {meta['output']}; {len(meta['classes'])} class names, "
           f"mean/std and spec in its metadata. onnxruntime vs PyTorch max abs difference "
-          f"{info['max_abs_diff']:.2e}")
+          f"{info['max_abs_diff']:.2e} ({info['max_rel_diff']:.1e} of the largest output)")
     return 0

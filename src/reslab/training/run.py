@@ -62,8 +62,12 @@ def train(
     torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
     notes: list[str] = []
     if config.init_from is not None:
+        if config.whiten_stem:  # the weights bring their own first convolution
+            config = config.replace(whiten_stem=False)
+            notes.append("whiten_stem: off, the first convolution comes from the weights")
         start = start_from_weights(config, data, model_given)
-        model, data, config, notes = start.model, start.data, start.config, start.notes
+        model, data, config = start.model, start.data, start.config
+        notes += start.notes
     else:
         model = create_model(config.model, num_classes=len(data.classes),
                              in_channels=data.image_shape[0])
