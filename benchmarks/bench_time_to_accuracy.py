@@ -41,10 +41,12 @@ from reslab.training.evaluate import evaluate
 from reslab.training.runtime import resolve_device, resolve_precision
 
 REFERENCE_PEAK = 390e9  # bf16 FLOP/s: the machine the targets are stated for
-# what switches each lever off, for the ablation (only those a preset turns on are tried)
+# what switches each lever off, for the ablation (only those a preset turns on are tried);
+# the learning rate goes back to TrainConfig's plain 0.2
 LEVERS_OFF = {
-    "whiten_stem": False, "lookahead_steps": 0, "ema_decay": None, "alternate_flips": False,
-    "tta_shift": 0, "tta_flip": False, "label_smoothing": 0.0,
+    "whiten_stem": False, "lr": TrainConfig.lr, "lookahead_steps": 0, "ema_decay": None,
+    "alternate_flips": False, "tta_shift": 0, "tta_flip": False, "label_smoothing": 0.0,
+    "norm_bias_lr_scale": 1.0, "freeze_norm_scales": False, "progressive_resize": None,
 }
 
 
@@ -118,9 +120,9 @@ def ablation(preset_name: str, seed: int, overrides: dict, targets: list[float],
         if getattr(recipe, field) == off:
             continue
         run = one_run(preset_name, seed, overrides | {field: off})
-        rows.append({"without": field, "final_test_acc": run["final_test_acc"],
+        rows.append({"without": field, "value": off, "final_test_acc": run["final_test_acc"],
                      "reached": {str(t): reached(run, t, peak) for t in targets}, "run": run})
-        print(f"  without {field}: final test {run['final_test_acc']:.4f}; "
+        print(f"  {field}={off}: final test {run['final_test_acc']:.4f}; "
               + ", ".join(_reached_text(t, reached(run, t, peak)) for t in targets))
     return rows
 

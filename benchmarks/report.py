@@ -88,7 +88,7 @@ def time_to_accuracy(r: dict) -> str:
             + _table(header, rows))
     if "ablation" in r:
         a = r["ablation"]
-        rows = [[f"without `{row['without']}`", f"{row['final_test_acc']:.4f}"]
+        rows = [[f"`{row['without']}={row.get('value')}`", f"{row['final_test_acc']:.4f}"]
                 + [_when(row["reached"][str(t)]) for t in targets] for row in a["rows"]]
         seed = r["presets"][a["preset"]]["runs"][0]["seed"]
         text += (f"\n\nAblation of `{a['preset']}` (seed {seed}; each lever switched off in "

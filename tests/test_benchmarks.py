@@ -101,8 +101,8 @@ def test_the_time_to_accuracy_table_renders(tmp_path):
                     "median_normalised_s": 95.0, "median_tflop": 9.5},
                    {"target": 0.94, "per_seed": [None], "median_s": None}]}},
                "ablation": {"preset": "fast", "rows": [
-                   {"without": "whiten_stem", "final_test_acc": 0.925,
+                   {"without": "whiten_stem", "value": False, "final_test_acc": 0.925,
                     "reached": {"0.93": None, "0.94": None}}]}}
     text = report.time_to_accuracy(results)
     assert "| `fast` | 0 | 0.9312 | 3, 100 s (95 s), 9.5 | never |" in text
-    assert "**100 s (95 s), 9.5**" in text and "without `whiten_stem`" in text
+    assert "**100 s (95 s), 9.5**" in text and "`whiten_stem=False`" in text
