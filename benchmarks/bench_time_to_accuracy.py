@@ -33,12 +33,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import common
+from benchmarks import bench_training, common
 from reslab.data import BatchLoader, load_dataset
 from reslab.models import create_model
-from reslab.training import PRESETS, TrainConfig, preset, train
+from reslab.training import PRESETS, TrainConfig, TrainState, preset, train, train_step
 from reslab.training.evaluate import evaluate
 from reslab.training.runtime import resolve_device, resolve_precision
+from reslab.training.whitening import freeze_first_conv
 
 REFERENCE_PEAK = 390e9  # bf16 FLOP/s: the machine the targets are stated for
 # what switches each lever off, for the ablation (only those a preset turns on are tried);
@@ -87,6 +88,29 @@ def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
     return {"seed": seed, "epochs": epochs, "final_test_acc": result.test["accuracy"],
             "wall_s": total, "precision": precision,
             "train_flops_per_image": 3 * forward_flops(config, channels, side, len(data.classes))}
+
+
+def step_utilisation(preset_name: str, peak: float, windows: int = 5) -> dict:
+    """The preset's training step on one batch already in memory (no data pipeline): images/s
+    and the share of the bf16 peak its nominal FLOPs make."""
+    config = preset(preset_name)
+    device = torch.device("cpu")
+    precision = resolve_precision(config.precision, device)
+    torch.manual_seed(0)
+    model = create_model(config.model, num_classes=10, in_channels=1)
+    if config.whiten_stem:  # as in the run: the frozen first convolution takes no step
+        freeze_first_conv(model)
+    x, y = bench_training.batch(1, 28, config.batch_size)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    state = TrainState(model.train(), config, total_steps=10_000, steps_per_epoch=100,
+                       precision=precision)
+    rate = statistics.median(common.rates(
+        bench_training.window(lambda: train_step(state, x, y), 4, len(y)), windows))
+    flops = 3 * forward_flops(config, 1, 28, 10)
+    return {"images_per_s": rate, "train_flops_per_image": flops,
+            "utilisation": rate * flops / peak, "precision": precision}
 
 
 def reached(run: dict, target: float, peak: float) -> dict | None:
@@ -165,6 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"quick": args.quick, "bf16_peak": peak, "reference_peak": REFERENCE_PEAK,
                "presets": {}}
     for name in names:
+        step = step_utilisation(name, peak, windows=1 if args.quick else 5)
+        print(f"{name}: training step {step['images_per_s']:,.0f} images/s, "
+              f"{step['utilisation']:.0%} of the bf16 peak ({step['precision']})")
         runs = []
         for seed in (int(s) for s in args.seeds.split(",")):
             run = one_run(name, seed, overrides)
@@ -178,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{t['median_s']:.0f} s ({t['median_normalised_s']:.0f} s normalised), "
                      f"{t['median_tflop']:.1f} TFLOP")
             print(f"{name}: time to {t['target']:.1%}: median {shown} over {len(runs)} seeds")
-        results["presets"][name] = {"recipe": PRESETS[name], "runs": runs, "targets": reached_by}
+        results["presets"][name] = {"recipe": PRESETS[name], "step": step, "runs": runs,
+                                    "targets": reached_by}
     if args.ablate:
         print(f"ablation of {names[0]} (seed {args.seeds.split(',')[0]}):")
         results["ablation"] = {"preset": names[0], "rows": ablation(

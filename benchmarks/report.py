@@ -83,9 +83,13 @@ def time_to_accuracy(r: dict) -> str:
             "never" if t["median_s"] is None else
             f"**{t['median_s']:.0f} s ({t['median_normalised_s']:.0f} s), "
             f"{t['median_tflop']:.1f}**" for t in p["targets"]])
+    steps = "; ".join(f"`{name}` {p['step']['images_per_s']:,.0f} images/s, "
+                      f"{p['step']['utilisation']:.0%} of the peak"
+                      for name, p in r["presets"].items() if "step" in p)
     text = (f"bf16 `torch.mm` peak {r['bf16_peak'] / 1e9:.0f} GFLOP/s; normalised = seconds x "
             f"{r['bf16_peak'] / 1e9:.0f} / {r['reference_peak'] / 1e9:.0f}. {machine(r)}.\n\n"
-            + _table(header, rows))
+            + _table(header, rows)
+            + (f"\n\nTraining step alone (one batch in memory): {steps}." if steps else ""))
     if "ablation" in r:
         a = r["ablation"]
         rows = [[f"`{row['without']}={row.get('value')}`", f"{row['final_test_acc']:.4f}"]
