@@ -233,6 +233,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # on the validation split (docs/benchmarks.md, "Time to accuracy"): fast_resnet10,
     # a whitening first convolution, one-cycle to lr 0.6 over 3 epochs, flips, flip TTA
     "fast": dict(whiten_stem=True, lr=0.6, epochs=3),
+    # the same recipe trained longer: 94% test accuracy within 600 s on 2 cores (chosen on the
+    # validation split: 14 epochs reached 0.9420 there)
+    "accurate": dict(whiten_stem=True, lr=0.6, epochs=14),
     # seed 003 / D2L train_ch6 exactly: ResNet-18 at 96x96, plain SGD 0.05, 10 epochs,
     # Xavier init, no augmentation, no tricks
     "d2l": dict(
