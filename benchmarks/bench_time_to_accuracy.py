@@ -36,10 +36,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import bench_training, common
 from reslab.data import BatchLoader, load_dataset
 from reslab.models import create_model
-from reslab.training import PRESETS, TrainConfig, TrainState, preset, train, train_step
+from reslab.training import PRESETS, TrainConfig, preset, train
 from reslab.training.evaluate import evaluate
 from reslab.training.runtime import resolve_device, resolve_precision
-from reslab.training.whitening import freeze_first_conv
 
 REFERENCE_PEAK = 390e9  # bf16 FLOP/s: the machine the targets are stated for
 # what switches each lever off, for the ablation (only those a preset turns on are tried);
@@ -94,20 +93,10 @@ def step_utilisation(preset_name: str, peak: float, windows: int = 5) -> dict:
     """The preset's training step on one batch already in memory (no data pipeline): images/s
     and the share of the bf16 peak its nominal FLOPs make."""
     config = preset(preset_name)
-    device = torch.device("cpu")
-    precision = resolve_precision(config.precision, device)
-    torch.manual_seed(0)
-    model = create_model(config.model, num_classes=10, in_channels=1)
-    if config.whiten_stem:  # as in the run: the frozen first convolution takes no step
-        freeze_first_conv(model)
     x, y = bench_training.batch(1, 28, config.batch_size)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    state = TrainState(model.train(), config, total_steps=10_000, steps_per_epoch=100,
-                       precision=precision)
-    rate = statistics.median(common.rates(
-        bench_training.window(lambda: train_step(state, x, y), 4, len(y)), windows))
+    step, precision = bench_training.reslab_step(config.model, 1, x, y, config.precision,
+                                                 config.channels_last, recipe=config)
+    rate = statistics.median(common.rates(bench_training.window(step, 4, len(y)), windows))
     flops = 3 * forward_flops(config, 1, 28, 10)
     return {"images_per_s": rate, "train_flops_per_image": flops,
             "utilisation": rate * flops / peak, "precision": precision}

@@ -26,8 +26,9 @@ import torch
 from benchmarks import common, reference_d2l
 from reslab import create_model
 from reslab.io import atomic_write_text
-from reslab.training import TrainConfig, TrainState, train_step
+from reslab.training import TrainConfig, TrainState, preset, train_step
 from reslab.training.runtime import resolve_precision
+from reslab.training.whitening import freeze_first_conv
 
 # name -> (model, channels, side, batch, windows, steps per window)
 CASES = {
@@ -61,14 +62,18 @@ def reference_step(model: str, channels: int, x, y):
     return lambda: reference_d2l.train_step(net, optimizer, loss, x, y)
 
 
-def reslab_step(model: str, channels: int, x, y, precision: str, channels_last: bool):
-    """reslab's training step as fit runs it, on this batch: (step function, precision)."""
+def reslab_step(model: str, channels: int, x, y, precision: str, channels_last: bool,
+                recipe: TrainConfig | None = None):
+    """reslab's training step as fit runs it, on this batch: (step function, precision).
+    ``recipe``: the config the rest comes from (default: TrainConfig's plain one)."""
     torch.manual_seed(0)
-    config = TrainConfig(model=model, batch_size=len(y), precision=precision,
-                         channels_last=channels_last)
+    config = (recipe or TrainConfig()).replace(model=model, batch_size=len(y),
+                                               precision=precision, channels_last=channels_last)
     device = torch.device("cpu")
     precision = resolve_precision(precision, device)
     net = create_model(model, num_classes=10, in_channels=channels)
+    if config.whiten_stem:  # as in a run: the frozen first convolution takes no step
+        freeze_first_conv(net)
     if channels_last:  # as fit does, and as BatchLoader delivers batches
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -95,7 +100,8 @@ def profile(case: str, steps: int = 3, rows: int = 15) -> str:
     """torch.profiler's table of the top operators (self CPU time) of reslab's default step."""
     model, channels, side, size, *_ = PROFILED[case]
     x, y = batch(channels, side, size)
-    step, precision = reslab_step(model, channels, x, y, *VARIANTS["default"])
+    recipe = preset("fast") if case == "fast" else None  # its whitened, frozen first conv
+    step, precision = reslab_step(model, channels, x, y, *VARIANTS["default"], recipe=recipe)
     step()  # warm-up: oneDNN primitives are created on the first call
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(steps):

@@ -87,6 +87,7 @@ class BatchLoader:
                                         resize=resize, device=device, channels_last=channels_last)
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.epoch = 0
+        self._first_flips: torch.Tensor | None = None  # alternate_flips' even-epoch half
         if len(self) == 0 and train:  # an empty evaluation split just yields nothing
             raise ConfigError(f"no batches: {len(split)} images over {world_size} rank(s) make no "
                               f"full batch of {batch_size}; lower batch_size or set "
@@ -150,9 +151,10 @@ class BatchLoader:
         augment = self.transform.augment
         if augment is None or not augment.alternate_flips:
             return None
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, FLIPS))
-        first = torch.rand(len(self.split), generator=generator) < 0.5
-        return first[indices] ^ bool(epoch % 2)
+        if self._first_flips is None:  # drawn once: the same half for the whole run
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, FLIPS))
+            self._first_flips = torch.rand(len(self.split), generator=generator) < 0.5
+        return self._first_flips[indices] ^ bool(epoch % 2)
 
     def _uint8(self, batches: list[torch.Tensor]) -> Iterable[torch.Tensor]:
         if not isinstance(self.split, FileSplit) or self.num_workers == 0:

@@ -64,8 +64,7 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor) -> str:
     if conv.bias is not None:
         conv.bias.zero_()
     freeze_first_conv(model)
-    kept = len(values[:pairs])
-    return (f"whitened stem: {conv.out_channels} filters = +/- the top {kept} of "
+    return (f"whitened stem: {conv.out_channels} filters = +/- the top {pairs} of "
             f"{len(values)} patch directions of the training images, frozen")
 
 
