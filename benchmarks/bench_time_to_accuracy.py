@@ -1,17 +1,24 @@
 """Time to accuracy: wall time and training compute for presets to reach 93%, 94%, 95%
 Fashion-MNIST test accuracy.
 
-    python -m benchmarks time_to_accuracy [--presets fast,accurate] [--seeds 0,1,2]
-        [--targets 0.93,0.94] [--ablate] [--quick] [--d2l-run DIR]
+    python -m benchmarks time_to_accuracy [--presets fast,accurate,best] [--seeds 0,1,2]
+        [--targets 0.93,0.94,0.95] [--test-every N] [--ablate] [--quick] [--d2l-run DIR]
 
 Runs ``reslab.train`` once per preset and seed, exactly as ``reslab train --preset P --seed S``
 would. After each epoch the benchmark (not the run: selection uses the validation split only)
-measures test accuracy of the model validation saw; the clock stops while it does. An epoch's
-time is the run's wall time from the call to ``train`` (data loading included) to the end of
-that epoch's validation and checkpoint. The time to X% is the first epoch end at or above X,
-reported per seed and as the median over seeds (a seed that never gets there counts as
-never). Times are also given normalised to a machine whose bf16 ``torch.mm`` peak is 390
-GFLOP/s (this machine's is measured first, alone): normalised = seconds x peak / 390.
+measures test accuracy of the model validation saw; the clock stops while it does
+(``--test-every N``: only after every Nth epoch and the last, for long runs; a crossing is
+then found up to N epochs late). An epoch's time is the run's wall time from the call to
+``train`` (data loading included) to the end of that epoch's validation and checkpoint. The
+time to X% is the first epoch end measured at or above X, reported per seed and as the median
+over seeds (a seed that never gets there counts as never). Where the runs compute in bf16,
+times are also given normalised to a machine whose bf16 ``torch.mm`` peak is 390 GFLOP/s
+(this machine's is measured first, alone): normalised = seconds x peak / 390. A machine
+without fast bf16 kernels trains in fp32: its fp32 peak is measured and reported instead, and
+the times are not normalised (no honest factor relates them).
+
+Each preset's entry keeps the machine, date and peak it was measured with; presets not
+measured this time keep their earlier entries in the results file.
 
 Compute is nominal and the same for every recipe: the model's forward FLOPs on one image
 (``FlopCounterMode``, at the size it trains at) x 3 (forward and backward) x images trained.
@@ -59,7 +66,8 @@ def forward_flops(config: TrainConfig, channels: int, side: int, classes: int) -
     return counter.get_total_flops()
 
 
-def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
+def one_run(preset_name: str, seed: int, overrides: dict, test_every: int = 1,
+            progress: bool = False) -> dict:
     config = preset(preset_name, seed=seed, quiet=True, **overrides)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
@@ -71,11 +79,19 @@ def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
     def follow_test_accuracy(row, model):
         nonlocal paused, images
         now = time.perf_counter()
-        accuracy = evaluate(model, test, len(data.classes), device=device, precision=precision,
-                            tta_flip=config.tta_flip, tta_shift=config.tta_shift).accuracy
         images += row["train_images"]
+        accuracy = None
+        if row["epoch"] % test_every == 0 or row["epoch"] == config.epochs:
+            accuracy = evaluate(model, test, len(data.classes), device=device,
+                                precision=precision, tta_flip=config.tta_flip,
+                                tta_shift=config.tta_shift).accuracy
         epochs.append({"epoch": row["epoch"], "wall_s": now - start - paused, "images": images,
                        "val_acc": row["val_acc"], "test_acc": accuracy})
+        if progress:
+            shown = "-" if accuracy is None else f"{accuracy:.4f}"
+            print(f"  {preset_name} seed {seed} epoch {row['epoch']}/{config.epochs}: "
+                  f"{now - start - paused:.0f} s, val {row['val_acc']:.4f}, test {shown}",
+                  flush=True)
         paused += time.perf_counter() - now
 
     with tempfile.TemporaryDirectory() as out:
@@ -91,7 +107,7 @@ def one_run(preset_name: str, seed: int, overrides: dict) -> dict:
 
 def step_utilisation(preset_name: str, peak: float, windows: int = 5) -> dict:
     """The preset's training step on one batch already in memory (no data pipeline): images/s
-    and the share of the bf16 peak its nominal FLOPs make."""
+    and the share of the peak (of the precision it computes in) its nominal FLOPs make."""
     config = preset(preset_name)
     x, y = bench_training.batch(1, 28, config.batch_size)
     step, precision = bench_training.reslab_step(config.model, 1, x, y, config.precision,
@@ -103,12 +119,14 @@ def step_utilisation(preset_name: str, peak: float, windows: int = 5) -> dict:
 
 
 def reached(run: dict, target: float, peak: float) -> dict | None:
-    """When ``run`` first reached ``target`` test accuracy: epoch, seconds, compute."""
-    epoch = next((e for e in run["epochs"] if e["test_acc"] >= target), None)
+    """When ``run`` first reached ``target`` test accuracy: epoch, seconds, compute.
+    ``peak``: the bf16 peak to normalise by; None where the run computed in fp32."""
+    epoch = next((e for e in run["epochs"]
+                  if e["test_acc"] is not None and e["test_acc"] >= target), None)
     if epoch is None:
         return None
     return {"epoch": epoch["epoch"], "seconds": epoch["wall_s"],
-            "normalised_s": epoch["wall_s"] * peak / REFERENCE_PEAK,
+            "normalised_s": None if peak is None else epoch["wall_s"] * peak / REFERENCE_PEAK,
             "tflop": epoch["images"] * run["train_flops_per_image"] / 1e12}
 
 
@@ -122,11 +140,12 @@ def time_to(runs: list[dict], target: float, peak: float) -> dict:
         return None if middle == float("inf") else middle
 
     return {"target": target, "per_seed": per_seed, "median_s": median("seconds"),
-            "median_normalised_s": median("normalised_s"), "median_tflop": median("tflop")}
+            "median_normalised_s": None if peak is None else median("normalised_s"),
+            "median_tflop": median("tflop")}
 
 
 def ablation(preset_name: str, seed: int, overrides: dict, targets: list[float],
-             peak: float) -> list[dict]:
+             peak: float | None) -> list[dict]:
     recipe = preset(preset_name)
     rows = []
     for field, off in LEVERS_OFF.items():
@@ -155,12 +174,53 @@ def d2l_figures(run: Path) -> dict:
             "final_test_acc": results["accuracy"]}
 
 
+def measure_peak(preset_name: str, quick: bool) -> dict:
+    """The matrix-multiply peak of the precision the preset computes in on this machine.
+    ``normalise_by`` is the bf16 peak, or None where the runs are fp32 (no fast bf16)."""
+    config = preset(preset_name)
+    precision = resolve_precision(config.precision, resolve_device(config.device))
+    n = 1024 if quick else 4096
+    if precision == "bf16":
+        bf16 = common.matmul_peak(torch.bfloat16, n=n)
+        return {"precision": precision, "bf16_peak": bf16, "normalise_by": bf16}
+    # emulated bf16 runs at ~1 GFLOP/s: a small product is enough to record it
+    return {"precision": precision, "fp32_peak": common.matmul_peak(torch.float32, n=n),
+            "bf16_peak": common.matmul_peak(torch.bfloat16, n=512, windows=3),
+            "normalise_by": None}
+
+
+def _peak_text(peak: dict) -> str:
+    if peak["normalise_by"] is not None:
+        return (f"bf16 torch.mm peak {peak['bf16_peak'] / 1e9:.0f} GFLOP/s (times normalised "
+                f"to {REFERENCE_PEAK / 1e9:.0f})")
+    return (f"no fast bf16 here (torch.mm bf16 {peak['bf16_peak'] / 1e9:.1f} GFLOP/s): the runs "
+            f"compute in {peak['precision']}, torch.mm fp32 peak {peak['fp32_peak'] / 1e9:.0f} "
+            "GFLOP/s; times not normalised")
+
+
+def previous(quick: bool) -> dict:
+    """The presets measured before (each with its own machine and peak), to keep."""
+    path = common.RESULTS / f"time_to_accuracy{'-quick' if quick else ''}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    presets = old.get("presets", {})
+    for entry in presets.values():  # files from before entries carried their own machine
+        entry.setdefault("date", old.get("date"))
+        entry.setdefault("machine", old.get("machine"))
+        entry.setdefault("peak", {"precision": "bf16", "bf16_peak": old.get("bf16_peak"),
+                                  "normalise_by": old.get("bf16_peak")})
+    return {key: old[key] for key in ("ablation", "d2l") if key in old} | {"presets": presets}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="fast", help="comma-separated: "
                         + ", ".join(PRESETS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--targets", default="0.93,0.94,0.95")
+    parser.add_argument("--test-every", type=int, default=1, metavar="N",
+                        help="measure test accuracy after every Nth epoch (and the last)")
     parser.add_argument("--ablate", action="store_true",
                         help="also train the first preset without each of its levers")
     parser.add_argument("--quick", action="store_true",
@@ -170,36 +230,41 @@ def main(argv: list[str] | None = None) -> dict:
     names = args.presets.split(",")
     for name in names:
         preset(name)  # an unknown name is refused before anything runs
+    if args.test_every < 1:
+        parser.error(f"--test-every must be at least 1, got {args.test_every}")
     overrides = {"epochs": 1, "train_subset": 3000, "val_size": 500} if args.quick else {}
     targets = [float(t) for t in args.targets.split(",")]
-    peak = common.matmul_peak(torch.bfloat16)
-    print(f"bf16 torch.mm peak {peak / 1e9:.0f} GFLOP/s (times normalised to "
-          f"{REFERENCE_PEAK / 1e9:.0f})")
-    results = {"quick": args.quick, "bf16_peak": peak, "reference_peak": REFERENCE_PEAK,
-               "presets": {}}
+    results = {"quick": args.quick, "reference_peak": REFERENCE_PEAK, "presets": {}}
+    results |= previous(args.quick)
     for name in names:
-        step = step_utilisation(name, peak, windows=1 if args.quick else 5)
+        peak = measure_peak(name, args.quick)
+        print(f"{name}: {_peak_text(peak)}", flush=True)
+        by = peak["normalise_by"]
+        step = step_utilisation(name, by or peak["fp32_peak"], windows=1 if args.quick else 5)
         print(f"{name}: training step {step['images_per_s']:,.0f} images/s, "
-              f"{step['utilisation']:.0%} of the bf16 peak ({step['precision']})")
+              f"{step['utilisation']:.0%} of the {peak['precision']} peak", flush=True)
         runs = []
         for seed in (int(s) for s in args.seeds.split(",")):
-            run = one_run(name, seed, overrides)
+            run = one_run(name, seed, overrides, args.test_every, progress=True)
             runs.append(run)
-            trail = ", ".join(f"{e['wall_s']:.0f}s {e['test_acc']:.4f}" for e in run["epochs"])
             print(f"{name} seed {seed}: final test {run['final_test_acc']:.4f} in "
-                  f"{run['wall_s']:.0f} s ({run['precision']}); after each epoch: {trail}")
-        reached_by = [time_to(runs, t, peak) for t in targets]
+                  f"{run['wall_s']:.0f} s ({run['precision']})", flush=True)
+        reached_by = [time_to(runs, t, by) for t in targets]
         for t in reached_by:
             shown = ("not reached" if t["median_s"] is None else
-                     f"{t['median_s']:.0f} s ({t['median_normalised_s']:.0f} s normalised), "
-                     f"{t['median_tflop']:.1f} TFLOP")
+                     f"{t['median_s']:.0f} s"
+                     + ("" if by is None else f" ({t['median_normalised_s']:.0f} s normalised)")
+                     + f", {t['median_tflop']:.1f} TFLOP")
             print(f"{name}: time to {t['target']:.1%}: median {shown} over {len(runs)} seeds")
-        results["presets"][name] = {"recipe": PRESETS[name], "step": step, "runs": runs,
-                                    "targets": reached_by}
+        results["presets"][name] = {
+            "recipe": PRESETS[name], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": common.machine(), "peak": peak, "test_every": args.test_every,
+            "step": step, "runs": runs, "targets": reached_by}
     if args.ablate:
         print(f"ablation of {names[0]} (seed {args.seeds.split(',')[0]}):")
+        by = results["presets"][names[0]]["peak"]["normalise_by"]
         results["ablation"] = {"preset": names[0], "rows": ablation(
-            names[0], int(args.seeds.split(",")[0]), overrides, targets, peak)}
+            names[0], int(args.seeds.split(",")[0]), overrides, targets, by)}
     if args.d2l_run:
         results["d2l"] = d2l = d2l_figures(args.d2l_run)
         print(f"d2l: final test accuracy {d2l['final_test_acc']:.4f} after {d2l['epochs']} "

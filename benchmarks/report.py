@@ -81,14 +81,19 @@ def time_to_accuracy(r: dict) -> str:
                         + [_when(t["per_seed"][i]) for t in p["targets"]])
         rows.append(["", "**median**", ""] + [
             "never" if t["median_s"] is None else
-            f"**{t['median_s']:.0f} s ({t['median_normalised_s']:.0f} s), "
+            f"**{t['median_s']:.0f} s ({_seconds(t['median_normalised_s'])}), "
             f"{t['median_tflop']:.1f}**" for t in p["targets"]])
     steps = "; ".join(f"`{name}` {p['step']['images_per_s']:,.0f} images/s, "
-                      f"{p['step']['utilisation']:.0%} of the peak"
+                      f"{p['step']['utilisation']:.0%} of the {_precision(p)} peak"
                       for name, p in r["presets"].items() if "step" in p)
-    text = (f"bf16 `torch.mm` peak {r['bf16_peak'] / 1e9:.0f} GFLOP/s; normalised = seconds x "
-            f"{r['bf16_peak'] / 1e9:.0f} / {r['reference_peak'] / 1e9:.0f}. {machine(r)}.\n\n"
-            + _table(header, rows)
+    measured: dict[str, list[str]] = {}  # how and where, for the presets measured alike
+    for name, p in r["presets"].items():
+        line = (f"{_peak(p.get('peak') or _old_peak(r))} {machine(p if 'machine' in p else r)}."
+                + (f" Test accuracy measured every {p['test_every']} epochs and after the "
+                   "last." if p.get("test_every", 1) > 1 else ""))
+        measured.setdefault(line, []).append(f"`{name}`")
+    where = "\n".join(f"- {', '.join(names)}: {line}" for line, names in measured.items())
+    text = (where + "\n\n" + _table(header, rows)
             + (f"\n\nTraining step alone (one batch in memory): {steps}." if steps else ""))
     if "ablation" in r:
         a = r["ablation"]
@@ -106,11 +111,32 @@ def time_to_accuracy(r: dict) -> str:
     return text
 
 
+def _old_peak(r: dict) -> dict:  # results written before each preset carried its own peak
+    return {"precision": "bf16", "bf16_peak": r["bf16_peak"], "normalise_by": r["bf16_peak"]}
+
+
+def _precision(p: dict) -> str:
+    return (p.get("peak") or {}).get("precision", "bf16")
+
+
+def _peak(peak: dict) -> str:
+    if peak.get("normalise_by") is not None:
+        return (f"bf16 `torch.mm` peak {peak['bf16_peak'] / 1e9:.0f} GFLOP/s, normalised = "
+                f"seconds x {peak['bf16_peak'] / 1e9:.0f} / 390;")
+    return (f"no fast bf16 kernels (bf16 `torch.mm` {peak['bf16_peak'] / 1e9:.1f} GFLOP/s): "
+            f"trained in {peak['precision']}, fp32 `torch.mm` peak "
+            f"{peak['fp32_peak'] / 1e9:.0f} GFLOP/s, times not normalised;")
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} s"
+
+
 def _when(reached: dict | None) -> str:
     if reached is None:
         return "never"
-    return (f"{reached['epoch']}, {reached['seconds']:.0f} s ({reached['normalised_s']:.0f} s), "
-            f"{reached['tflop']:.1f}")
+    return (f"{reached['epoch']}, {reached['seconds']:.0f} s "
+            f"({_seconds(reached['normalised_s'])}), {reached['tflop']:.1f}")
 
 
 def memory(r: dict) -> str:

@@ -90,6 +90,13 @@ def test_time_to_accuracy_counts_time_and_compute_to_each_target():
     assert result["median_s"] == 60.0 and result["median_normalised_s"] == 120.0
     assert result["median_tflop"] == 100_000 * 1e6 / 1e12
     assert tta.time_to(runs, 0.94, peak=390e9)["median_s"] is None  # 1 of 3 got there
+    # an fp32 machine: seconds, not normalised; epochs whose test accuracy was not measured
+    # (--test-every) are passed over
+    runs[0]["epochs"][1]["test_acc"] = None
+    fp32 = tta.time_to(runs, 0.93, peak=None)
+    assert [r and r["epoch"] for r in fp32["per_seed"]] == [None, 1, None]
+    assert fp32["median_s"] is None and fp32["per_seed"][1]["normalised_s"] is None
+    assert tta.time_to(runs[1:2], 0.93, peak=None)["median_s"] == 30.0
 
 
 def test_the_time_to_accuracy_table_renders(tmp_path):
@@ -106,3 +113,39 @@ def test_the_time_to_accuracy_table_renders(tmp_path):
     text = report.time_to_accuracy(results)
     assert "| `fast` | 0 | 0.9312 | 3, 100 s (95 s), 9.5 | never |" in text
     assert "**100 s (95 s), 9.5**" in text and "`whiten_stem=False`" in text
+    assert "- `fast`: bf16 `torch.mm` peak 370 GFLOP/s, normalised = seconds x 370 / 390;" in text
+    # a preset measured on another day, on a machine without fast bf16: its own line, no
+    # normalised times
+    results["presets"]["best"] = {
+        "date": "2026-12-03 18:00:00", "machine": {"cpu": "AVX2 CPU"}, "test_every": 3,
+        "peak": {"precision": "fp32", "fp32_peak": 118e9, "bf16_peak": 1.4e9,
+                 "normalise_by": None},
+        "runs": [run], "targets": [
+            {"target": 0.93, "per_seed": [when | {"normalised_s": None}], "median_s": 100.0,
+             "median_normalised_s": None, "median_tflop": 9.5},
+            {"target": 0.94, "per_seed": [None], "median_s": None}]}
+    text = report.time_to_accuracy(results)
+    assert "| `best` | 0 | 0.9312 | 3, 100 s (–), 9.5 | never |" in text
+    assert "**100 s (–), 9.5**" in text
+    assert ("- `best`: no fast bf16 kernels (bf16 `torch.mm` 1.4 GFLOP/s): trained in fp32, "
+            "fp32 `torch.mm` peak 118 GFLOP/s, times not normalised; AVX2 CPU") in text
+    assert "measured 2026-12-03 18:00:00. Test accuracy measured every 3 epochs" in text
+
+
+def test_time_to_accuracy_keeps_the_presets_it_does_not_measure(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import bench_time_to_accuracy as tta
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert tta.previous(quick=False) == {}
+    old = {"date": "2026-12-02 16:04:00", "machine": {"cpu": "AVX512 CPU"}, "bf16_peak": 381e9,
+           "presets": {"fast": {"runs": [], "targets": []}}, "ablation": {"rows": []}}
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(old))
+    kept = tta.previous(quick=False)
+    # an entry from before presets carried their own machine gets the file's
+    assert kept["presets"]["fast"]["machine"] == {"cpu": "AVX512 CPU"}
+    assert kept["presets"]["fast"]["peak"]["normalise_by"] == 381e9
+    assert kept["presets"]["fast"]["date"] == "2026-12-02 16:04:00"
+    assert kept["ablation"] == {"rows": []} and tta.previous(quick=True) == {}

@@ -95,7 +95,8 @@ CASES = [
     (["train", "--lr", "fast"], 2, "lr"),
     (["train", "--optimizer", "rmsprop"], 2, "optimizer"),
     (["train", "--bogus", "1"], 2, "bogus"),
-    (["train", "--preset", "d2"], 2, "invalid choice: 'd2' (choose from 'fast', 'accurate', 'd2l'"),
+    (["train", "--preset", "d2"], 2,
+     "invalid choice: 'd2' (choose from 'fast', 'accurate', 'best', 'd2l'"),
     # eval
     (["eval", "{tmp}/nowhere"], 1, "nowhere"),
     (["eval", RUN, "--data", "cifar-100000"], 1, "cifar-100000"),
