@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import bench_training, common
+from benchmarks import bench_training, common, report
 from reslab.data import BatchLoader, load_dataset
 from reslab.models import create_model
 from reslab.training import PRESETS, TrainConfig, preset, train
@@ -189,15 +189,6 @@ def measure_peak(preset_name: str, quick: bool) -> dict:
             "normalise_by": None}
 
 
-def _peak_text(peak: dict) -> str:
-    if peak["normalise_by"] is not None:
-        return (f"bf16 torch.mm peak {peak['bf16_peak'] / 1e9:.0f} GFLOP/s (times normalised "
-                f"to {REFERENCE_PEAK / 1e9:.0f})")
-    return (f"no fast bf16 here (torch.mm bf16 {peak['bf16_peak'] / 1e9:.1f} GFLOP/s): the runs "
-            f"compute in {peak['precision']}, torch.mm fp32 peak {peak['fp32_peak'] / 1e9:.0f} "
-            "GFLOP/s; times not normalised")
-
-
 def previous(quick: bool) -> dict:
     """The presets measured before (each with its own machine and peak), to keep."""
     path = common.RESULTS / f"time_to_accuracy{'-quick' if quick else ''}.json"
@@ -238,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     results |= previous(args.quick)
     for name in names:
         peak = measure_peak(name, args.quick)
-        print(f"{name}: {_peak_text(peak)}", flush=True)
+        print(f"{name}: {report.peak_text(peak, REFERENCE_PEAK)}", flush=True)
         by = peak["normalise_by"]
         step = step_utilisation(name, by or peak["fp32_peak"], windows=1 if args.quick else 5)
         print(f"{name}: training step {step['images_per_s']:,.0f} images/s, "

@@ -84,11 +84,11 @@ def time_to_accuracy(r: dict) -> str:
             f"**{t['median_s']:.0f} s ({_seconds(t['median_normalised_s'])}), "
             f"{t['median_tflop']:.1f}**" for t in p["targets"]])
     steps = "; ".join(f"`{name}` {p['step']['images_per_s']:,.0f} images/s, "
-                      f"{p['step']['utilisation']:.0%} of the {_precision(p)} peak"
+                      f"{p['step']['utilisation']:.0%} of the {p['peak']['precision']} peak"
                       for name, p in r["presets"].items() if "step" in p)
     measured: dict[str, list[str]] = {}  # how and where, for the presets measured alike
     for name, p in r["presets"].items():
-        line = (f"{_peak(p.get('peak') or _old_peak(r))} {machine(p if 'machine' in p else r)}."
+        line = (f"{peak_text(p['peak'], r['reference_peak'])}; {machine(p)}."
                 + (f" Test accuracy measured every {p['test_every']} epochs and after the "
                    "last." if p.get("test_every", 1) > 1 else ""))
         measured.setdefault(line, []).append(f"`{name}`")
@@ -111,21 +111,14 @@ def time_to_accuracy(r: dict) -> str:
     return text
 
 
-def _old_peak(r: dict) -> dict:  # results written before each preset carried its own peak
-    return {"precision": "bf16", "bf16_peak": r["bf16_peak"], "normalise_by": r["bf16_peak"]}
-
-
-def _precision(p: dict) -> str:
-    return (p.get("peak") or {}).get("precision", "bf16")
-
-
-def _peak(peak: dict) -> str:
-    if peak.get("normalise_by") is not None:
+def peak_text(peak: dict, reference: float) -> str:
+    """The peak a preset's times are read against (``measure_peak``'s record)."""
+    if peak["normalise_by"] is not None:
         return (f"bf16 `torch.mm` peak {peak['bf16_peak'] / 1e9:.0f} GFLOP/s, normalised = "
-                f"seconds x {peak['bf16_peak'] / 1e9:.0f} / 390;")
+                f"seconds x {peak['bf16_peak'] / 1e9:.0f} / {reference / 1e9:.0f}")
     return (f"no fast bf16 kernels (bf16 `torch.mm` {peak['bf16_peak'] / 1e9:.1f} GFLOP/s): "
             f"trained in {peak['precision']}, fp32 `torch.mm` peak "
-            f"{peak['fp32_peak'] / 1e9:.0f} GFLOP/s, times not normalised;")
+            f"{peak['fp32_peak'] / 1e9:.0f} GFLOP/s, times not normalised")
 
 
 def _seconds(value: float | None) -> str:

@@ -102,8 +102,10 @@ def test_time_to_accuracy_counts_time_and_compute_to_each_target():
 def test_the_time_to_accuracy_table_renders(tmp_path):
     run = {"seed": 0, "final_test_acc": 0.9312}
     when = {"epoch": 3, "seconds": 100.0, "normalised_s": 95.0, "tflop": 9.5}
-    results = {"machine": {"cpu": "Test CPU"}, "bf16_peak": 370e9, "reference_peak": 390e9,
-               "presets": {"fast": {"runs": [run], "targets": [
+    results = {"reference_peak": 390e9, "presets": {"fast": {
+                   "machine": {"cpu": "Test CPU"},
+                   "peak": {"precision": "bf16", "bf16_peak": 370e9, "normalise_by": 370e9},
+                   "runs": [run], "targets": [
                    {"target": 0.93, "per_seed": [when], "median_s": 100.0,
                     "median_normalised_s": 95.0, "median_tflop": 9.5},
                    {"target": 0.94, "per_seed": [None], "median_s": None}]}},
