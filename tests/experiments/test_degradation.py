@@ -136,8 +136,8 @@ def test_modes():
     experiment = degradation.EXPERIMENT
     assert experiment.mode_names() == ["full", "quick", "long"]
     full, long = experiment.resolve("full", {}), experiment.resolve("long", {"seeds": "0,1,2"})
-    assert (full.epochs, full.seeds, full.depths) == (6, (0, 1), (20, 56))
-    assert long.epochs > full.epochs and long.seeds == (0, 1, 2)
+    assert (full.epochs, full.seeds, full.depths, full.train_size) == (40, (0, 1), (20, 56), 2500)
+    assert long.epochs > full.epochs and long.seeds == (0, 1, 2) and long.train_size is None
     with pytest.raises(ConfigError, match="degradation has modes full, quick, long; got 'fast'"):
         experiment.resolve("fast", {})
 

@@ -23,8 +23,8 @@ def register(subcommands) -> dict:
                             "same as --mode quick)")
     experiment.add_argument("--mode", default=None, metavar="MODE",
                             help="a named set of settings: full (the default), quick, or one "
-                            "the experiment adds (degradation: long); `reslab experiment` "
-                            "lists them")
+                            "the experiment adds (degradation: long, the paper's 64k "
+                            "iterations); `reslab experiment` lists them")
     experiment.add_argument("--out", default=None, metavar="DIR",
                             help="report folder (default: runs/experiment-NAME-TIME)")
     experiment.add_argument("--data-dir", default=None, help="look for Fashion-MNIST here first")

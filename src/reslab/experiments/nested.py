@@ -127,7 +127,9 @@ class Nested(Experiment):
     name = "nested"
     title = "Nested function classes: growing a trained network, four ways and from scratch"
     settings = NestedSettings
-    modes = {"quick": dict(epochs=2, continue_epochs=2, batch_size=64, train_size=1536,
+    # 3 seeds x (the shallow net + 5 arms) on a subset: about half an hour of 2 fp32 cores
+    modes = {"full": dict(train_size=3000, val_size=1000),
+             "quick": dict(epochs=2, continue_epochs=2, batch_size=64, train_size=1536,
                            val_size=500, test_size=1000, seeds=(0, 1))}
 
     def plan(self, s: NestedSettings, data: Dataset) -> list[PlannedRun]:
