@@ -29,9 +29,17 @@ def test_orderings_report(tmp_path, small_data):
     assert len(results["findings"]) == 4 and "(b) BN after addition" in results["findings"][1]
 
 
-def test_the_full_mode_is_deep_and_seeded():
+def test_the_full_mode_is_deep_and_seeded(small_data):
     s = orderings.EXPERIMENT.resolve("full", {})
-    assert (s.depth, s.seeds) == (56, (0, 1, 2))
+    assert (s.depth, s.seeds, s.schedule) == (56, (0, 1, 2), "onecycle")
+    configs = [run.config for run in orderings.EXPERIMENT.plan(s, small_data)]
+    assert len(configs) == 15
+    assert all((c.schedule, c.milestones, c.lr) == ("onecycle", (), 0.1) for c in configs)
+    steps = orderings.EXPERIMENT.resolve("full", {"schedule": "multistep"})
+    config = orderings.EXPERIMENT.plan(steps, small_data)[0].config
+    iterations = steps.epochs * (len(small_data.train) // steps.batch_size)
+    assert (config.schedule, config.milestones) == \
+        ("multistep", (iterations // 2, iterations * 3 // 4))
 
 
 def test_mean_std():
