@@ -148,7 +148,7 @@ def test_the_recipe_trains_in_the_precision_asked_for(small_data):
     fp32 = degradation.DegradationSettings(precision="fp32")
     recipe = paper_recipe(fp32, small_data, seed=3)
     assert (recipe.precision, recipe.lr, recipe.batch_size, recipe.epochs, recipe.seed) == \
-        ("fp32", 0.1, 128, 6, 3)
+        ("fp32", 0.1, 128, 40, 3)
     with pytest.raises(ConfigError, match="precision must be one of"):
         paper_recipe(degradation.DegradationSettings(precision="fp17"), small_data)
 

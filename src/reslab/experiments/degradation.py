@@ -94,7 +94,7 @@ class Degradation(Experiment):
     def plan(self, s: DegradationSettings, data: Dataset) -> list[PlannedRun]:
         runs = []
         for seed in s.seeds:
-            for plain in (False, True):  # the residual half first: the one that needs time
+            for plain in (True, False):
                 for depth in sorted(set(s.depths)):
                     name = net_name(depth, plain)
                     # the paper warms ResNet-110 up at lr 0.01: at 0.1 it does not converge
@@ -112,7 +112,8 @@ class Degradation(Experiment):
         nets: dict[str, list[RunResult]] = defaultdict(list)
         for result in runs.values():
             nets[result.info["net"]].append(result)
-        rows = [_row(group) for group in nets.values()]
+        rows = sorted((_row(group) for group in nets.values()),
+                      key=lambda r: (not r["plain"], r["depth"]))  # plain first, as Fig. 6
         curves = {key: _curve(r) for key, r in runs.items()}
         table = markdown_table(
             ["net", "depth", "params", "train error %", "val error %", "test error %",
