@@ -111,7 +111,9 @@ def paper_recipe(settings: TrainingSettings, data: Dataset, seed: int = 0,
                   precision=settings.precision,
                   crop_padding=min(2, data.image_shape[1] // 8), seed=seed,
                   quiet=settings.quiet) | changes
-    if "milestones" not in values:
+    if values.get("schedule", "multistep") != "multistep":
+        values.setdefault("milestones", ())  # steps belong to the paper's schedule only
+    elif "milestones" not in values:
         steps = values["epochs"] * max(len(data.train) // values["batch_size"], 1)
         values["milestones"] = tuple(sorted({max(steps // 2, 1), max(steps * 3 // 4, 2)}))
     return preset("paper-cifar", **values)

@@ -112,8 +112,7 @@ class Degradation(Experiment):
         nets: dict[str, list[RunResult]] = defaultdict(list)
         for result in runs.values():
             nets[result.info["net"]].append(result)
-        rows = sorted((_row(group) for group in nets.values()),
-                      key=lambda r: (not r["plain"], r["depth"]))  # plain first, as Fig. 6
+        rows = [_row(group) for group in nets.values()]
         curves = {key: _curve(r) for key, r in runs.items()}
         table = markdown_table(
             ["net", "depth", "params", "train error %", "val error %", "test error %",

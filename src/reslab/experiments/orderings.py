@@ -50,10 +50,6 @@ class OrderingSettings(TrainingSettings):
                             "short run)", choices=("multistep", "onecycle"))
 
 
-def _schedule(s: OrderingSettings) -> dict[str, Any]:
-    return {} if s.schedule == "multistep" else dict(schedule="onecycle", milestones=())
-
-
 class Orderings(Experiment):
     name = "orderings"
     title = "Orderings: where BN and ReLU sit in a residual unit"
@@ -70,7 +66,7 @@ class Orderings(Experiment):
         return [PlannedRun(f"{ordering.value}-seed{seed}", f"{net} {ordering.value}",
                            seeded(cifar_spec(s.depth, data, width=s.width, ordering=ordering),
                                   seed),
-                           paper_recipe(s, data, seed=seed, **_schedule(s)),
+                           paper_recipe(s, data, seed=seed, schedule=s.schedule),
                            info=dict(ordering=ordering.value, seed=seed))
                 for ordering in PAPER for seed in s.seeds]
 
