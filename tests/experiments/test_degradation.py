@@ -153,6 +153,17 @@ def test_the_recipe_trains_in_the_precision_asked_for(small_data):
         paper_recipe(degradation.DegradationSettings(precision="fp17"), small_data)
 
 
+def test_every_net_warms_up_alike_and_resnet110_also_as_the_paper_does(small_data):
+    experiment = degradation.EXPERIMENT
+    plan = experiment.plan(experiment.resolve("full", {"depths": (20, 110), "seeds": (0,)}),
+                           small_data)
+    warmups = {r.key: (r.config.warmup_epochs, r.config.warmup_lr) for r in plan}
+    assert warmups == {"plain20-seed0": (2.0, None), "plain110-seed0": (2.0, 0.01),
+                       "resnet20-seed0": (2.0, None), "resnet110-seed0": (2.0, 0.01)}
+    paper = experiment.plan(experiment.resolve("full", {"warmup_epochs": 0}), small_data)
+    assert {r.config.warmup_epochs for r in paper} == {0.0}
+
+
 def test_an_interrupted_experiment_continues_without_retraining_finished_runs(
         tmp_path, small_data, monkeypatch):
     import reslab.experiments.executor as executor

@@ -34,7 +34,8 @@ def test_the_full_mode_is_deep_and_seeded(small_data):
     assert (s.depth, s.seeds, s.schedule) == (56, (0, 1, 2), "onecycle")
     configs = [run.config for run in orderings.EXPERIMENT.plan(s, small_data)]
     assert len(configs) == 15
-    assert all((c.schedule, c.milestones, c.lr) == ("onecycle", (), 0.1) for c in configs)
+    assert all((c.schedule, c.milestones, c.lr, c.warmup_epochs) == ("onecycle", (), 0.1, 1.0)
+               for c in configs)  # one-cycle rises over its first of 3 epochs
     steps = orderings.EXPERIMENT.resolve("full", {"schedule": "multistep"})
     config = orderings.EXPERIMENT.plan(steps, small_data)[0].config
     iterations = steps.epochs * (len(small_data.train) // steps.batch_size)

@@ -104,10 +104,12 @@ def paper_recipe(settings: TrainingSettings, data: Dataset, seed: int = 0,
                  **changes: Any) -> TrainConfig:
     """He et al. 2015's CIFAR recipe (the ``paper-cifar`` preset: SGD 0.1, momentum 0.9,
     weight decay 1e-4, pad-crop-flip) shortened to ``settings.epochs``, the learning rate
-    divided by 10 at 50% and 75% of the steps as the paper does at 32k and 48k of 64k.
+    divided by 10 at 50% and 75% of the steps as the paper does at 32k and 48k of 64k, after
+    ``settings.warmup_epochs`` of linear warm-up.
     ``seed``: of the data order and augmentation (the weights are seeded where built)."""
     values = dict(data=data.name, epochs=settings.epochs, max_steps=None,
-                  batch_size=settings.batch_size, lr=settings.lr, val_size=None,
+                  batch_size=settings.batch_size, lr=settings.lr,
+                  warmup_epochs=settings.warmup_epochs, val_size=None,
                   precision=settings.precision,
                   crop_padding=min(2, data.image_shape[1] // 8), seed=seed,
                   quiet=settings.quiet) | changes

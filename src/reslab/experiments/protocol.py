@@ -76,6 +76,8 @@ class TrainingSettings(Settings):
     epochs: int = setting(20, "epochs of each training run")
     batch_size: int = setting(128, "images per SGD step")
     lr: float = setting(0.1, "peak learning rate")
+    warmup_epochs: float = setting(0.0, "epochs of linear learning-rate warm-up, or of "
+                                   "one-cycle's rise (0: the paper's constant start)", low=0)
     # bf16 autocast where the CPU multiplies bf16 fast (1.3-1.8x per step for these nets)
     precision: str = setting("auto", "autocast precision (fp32: the paper's arithmetic)",
                              choices=PRECISIONS)
