@@ -76,6 +76,9 @@ def test_degradation_report_with_per_iteration_curves(tmp_path, small_data):
     assert results["settings"]["train_size"] == 1280  # quick mode's; the data was smaller
     assert len(results["findings"]) == 3 and "over 2 seeds" in results["findings"][0]
     assert (out / "probes" / "resnet14-seed1.jsonl").is_file()
+    # a 2-epoch warm-up of a 16-step run, as the engine clips it: the last step at peak rate
+    assert "rising linearly over the first 15 iterations (2 of the epochs" in \
+        (out / "report.md").read_text()
 
 
 def _epoch_error(out, key, epoch):

@@ -30,7 +30,9 @@ from reslab.experiments.report import (
     percent_pm,
     spread,
 )
+from reslab.training import TrainConfig
 from reslab.training.evaluate import evaluate
+from reslab.training.optim import peak_step
 
 
 @dataclass
@@ -125,19 +127,19 @@ class Degradation(Experiment):
             [[r["net"], r["depth"], f"{r['params']:,}", percent_pm(r["train_errors"]),
               percent_pm(r["val_errors"]), percent_pm(r["test_errors"]),
               f"{r['images_per_s']:.0f}"] for r in rows])
-        steps = next(iter(runs.values())).last["step"]
+        first = next(iter(runs.values()))
+        steps = first.last["step"]
         description = (
             f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
             f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
             f"({len(data.train):,} training images) with one recipe: SGD lr {s.lr}, momentum "
             f"0.9, weight decay 1e-4, batch {s.batch_size}, {count(s.epochs, 'epoch')} "
-            f"({count(steps, 'iteration')}), {_warmup(s, steps)}lr / 10 at 50% and 75% of "
-            "them; each net once per "
-            f"seed ({', '.join(map(str, s.seeds))}), the table giving mean ± standard "
-            "deviation over the seeds. Training error is the last epoch's, averaged while "
-            "training (augmented images), as the paper plots it; validation error is measured "
-            "on held-out training images; test error is the test set's, for the epoch with the "
-            "best validation accuracy."
+            f"({count(steps, 'iteration')}), {_warmup(first.run.config, steps)}lr / 10 at "
+            f"50% and 75% of them; each net once per seed ({', '.join(map(str, s.seeds))}), "
+            "the table giving mean ± standard deviation over the seeds. Training error is the "
+            "last epoch's, averaged while training (augmented images), as the paper plots it; "
+            "validation error is measured on held-out training images; test error is the test "
+            "set's, for the epoch with the best validation accuracy."
         )
         return Analysis(
             description=description, table=table, findings=findings(rows, len(data.test)),
@@ -149,12 +151,13 @@ class Degradation(Experiment):
             results={"rows": rows, "curves": curves})
 
 
-def _warmup(s: DegradationSettings, steps: int) -> str:
-    if not s.warmup_epochs:
+def _warmup(config: TrainConfig, steps: int) -> str:
+    """The warm-up in words, its length in steps as the engine counts it."""
+    ramp = peak_step(config, steps, steps // config.epochs)
+    if not ramp:
         return ""
-    ramp = round(s.warmup_epochs * steps / s.epochs)
     return (f"the rate rising linearly over the first {count(ramp, 'iteration')} "
-            f"({s.warmup_epochs:g} of the epochs; the paper starts at 0.1), ")
+            f"({config.warmup_epochs:g} of the epochs; the paper starts at 0.1), ")
 
 
 def _row(group: list[RunResult]) -> dict[str, Any]:
