@@ -139,7 +139,7 @@ def test_modes():
     experiment = degradation.EXPERIMENT
     assert experiment.mode_names() == ["full", "quick", "long"]
     full, long = experiment.resolve("full", {}), experiment.resolve("long", {"seeds": "0,1,2"})
-    assert (full.epochs, full.seeds, full.depths, full.train_size) == (40, (0, 1), (20, 56), 2500)
+    assert (full.epochs, full.seeds, full.depths, full.train_size) == (80, (0, 1), (20, 56), 2500)
     assert long.epochs > full.epochs and long.seeds == (0, 1, 2) and long.train_size is None
     with pytest.raises(ConfigError, match="degradation has modes full, quick, long; got 'fast'"):
         experiment.resolve("fast", {})
@@ -151,7 +151,7 @@ def test_the_recipe_trains_in_the_precision_asked_for(small_data):
     fp32 = degradation.DegradationSettings(precision="fp32")
     recipe = paper_recipe(fp32, small_data, seed=3)
     assert (recipe.precision, recipe.lr, recipe.batch_size, recipe.epochs, recipe.seed) == \
-        ("fp32", 0.1, 128, 40, 3)
+        ("fp32", 0.1, 128, 80, 3)
     with pytest.raises(ConfigError, match="precision must be one of"):
         paper_recipe(degradation.DegradationSettings(precision="fp17"), small_data)
 
