@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timm_resnet_family.json"
+REFERENCE = (Path(__file__).resolve().parents[1] / "tests" / "data"
+             / "timm_resnet_family.json")
 RESULTS = Path(__file__).resolve().parent / "results" / "compare_timm.json"
 
 

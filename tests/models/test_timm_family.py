@@ -1,5 +1,5 @@
 """timm's ResNet family: keys, shapes, parameters, MACs and input configuration as timm has
-them (shared/reference/timm_resnet_family.json, read off timm 1.0.31), and each model's
+them (tests/data/timm_resnet_family.json, read off timm 1.0.31), and each model's
 variant trains. Outputs against timm itself: benchmarks/compare_timm.py (timm cannot be
 imported beside this torch)."""
 
@@ -14,8 +14,8 @@ from reslab.inspect import summary
 from reslab.models import TIMM_FAMILY, PretrainedCfg, pretrained_cfg
 from reslab.models.pretrained import TORCHVISION
 
-REFERENCE = json.loads((Path(__file__).parents[3] / "shared" / "reference"
-                        / "timm_resnet_family.json").read_text())["models"]
+REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "timm_resnet_family.json")
+                       .read_text())["models"]
 TORCHVISION_NAMES = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                      "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
                      "wide_resnet50_2", "wide_resnet101_2"}

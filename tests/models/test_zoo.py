@@ -12,9 +12,9 @@ from .reference_impls import TORCHVISION, TorchvisionResNet
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "data" / "torchvision_resnet_state_dicts.json")
                     .read_text())
-# timm's family, read off timm's code (shared/reference beside the checkout)
-TIMM = json.loads((Path(__file__).parents[3] / "shared" / "reference"
-                   / "timm_resnet_family.json").read_text())["models"]
+# timm's family, read off timm 1.0.31's code (tests/data/README.md)
+TIMM = json.loads((Path(__file__).parents[1] / "data" / "timm_resnet_family.json")
+                  .read_text())["models"]
 
 # torchvision's counts (3 channels, 1000 classes), He et al. 2015's CIFAR counts (10 classes),
 # and for the rest the count of the architecture the name denotes.
