@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from argparse import Namespace
 
 from reslab.cli.parser import add_config_options, given
@@ -86,7 +87,12 @@ def run_train(ns: Namespace) -> int:
 
         name, options = resolve_options(ns)
         if ns.print_config:
-            print(json.dumps(preset(name, **options).to_dict(), indent=2))
+            from reslab.training.config import untuned_note
+
+            config = preset(name, **options)
+            if note := untuned_note(name, config.model, options):
+                print(f"note: {note}", file=sys.stderr)
+            print(json.dumps(config.to_dict(), indent=2))
             return 0
         result = train(preset_name=name, **options)
     test = result.test

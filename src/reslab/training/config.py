@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,8 +28,9 @@ GROUPS = ("data", "model", "optimisation", "augmentation", "speed", "run")
 @dataclass
 class TrainConfig:
     """Everything a run depends on. The defaults are a plain recipe with every fast-training
-    lever off; the ``fast`` preset (what ``reslab train`` and ``reslab.train`` start from)
-    is these defaults and the levers it turns on (``PRESETS``)."""
+    lever off, which trains every zoo network; the ``fast`` preset (what ``reslab train`` and
+    ``reslab.train`` start from) is these defaults and the levers it turns on (``PRESETS``,
+    and ``TUNED`` for fast_resnet10 only)."""
 
     # data
     data: str = option("fashion-mnist", "data set: fashion-mnist, mnist, cifar10, cifar100, or "
@@ -227,19 +229,19 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-# Named recipes: the fields they set on top of the defaults.
+# Named recipes: the fields they set on top of the defaults, for any model.
 PRESETS: dict[str, dict[str, Any]] = {
     # the default: the shortest time to 93% test accuracy on a 2-core CPU, each choice made
-    # on the validation split (docs/benchmarks.md, "Time to accuracy"): fast_resnet10,
-    # a whitening first convolution, one-cycle to lr 0.6 over 3 epochs, flips, flip TTA
-    "fast": dict(whiten_stem=True, lr=0.6, epochs=3),
+    # on the validation split (docs/benchmarks.md, "Time to accuracy"): fast_resnet10 with
+    # its levers (TUNED), one-cycle over 3 epochs, flips, flip TTA
+    "fast": dict(epochs=3),
     # the same recipe trained longer: 94% test accuracy within 600 s on 2 cores (chosen on the
     # validation split: 14 epochs reached 0.9420 there)
-    "accurate": dict(whiten_stem=True, lr=0.6, epochs=14),
+    "accurate": dict(epochs=14),
     # the most accuracy for about an hour of 2 CPU cores: the same network over 45 epochs,
     # now with translations of up to 2 pixels and random erasing (Zhong et al. 2017: p = 0.5
     # on Fashion-MNIST) so the long run does not overfit, and shifted views at evaluation
-    "best": dict(whiten_stem=True, lr=0.6, epochs=45, crop_padding=2, erase=0.5, tta_shift=1),
+    "best": dict(epochs=45, crop_padding=2, erase=0.5, tta_shift=1),
     # seed 003 / D2L train_ch6 exactly: ResNet-18 at 96x96, plain SGD 0.05, 10 epochs,
     # Xavier init, no augmentation, no tricks
     "d2l": dict(
@@ -260,16 +262,47 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Levers tuned on one network, which a preset sets only when it trains that network: a frozen
+# whitening stem and lr 0.6 make fast_resnet10 fast, and resnet20 train at chance or
+# d2l_resnet18 diverge. Any other --model trains on the plain recipe (TrainConfig's
+# defaults: SGD + Nesterov, one-cycle to lr 0.2, no whitening), which trains every zoo network.
+FAST_RESNET10_LEVERS = ("fast_resnet10", dict(whiten_stem=True, lr=0.6))
+TUNED: dict[str, tuple[str, dict[str, Any]]] = {
+    name: FAST_RESNET10_LEVERS for name in ("fast", "accurate", "best")}
 
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A preset's config with some fields changed: ``preset("d2l", epochs=2)``."""
+
+def recipe(name: str, model: str | None = None) -> dict[str, Any]:
+    """The fields preset ``name`` sets when it trains ``model`` (default: its own)."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=3, cutoff=0.3)
+        close = difflib.get_close_matches(name.lower(), list(PRESETS), n=3, cutoff=0.3)
         raise UnknownNameError(
             f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}"
             + (f" (closest: {', '.join(close)})" if close else "")
         )
-    values = PRESETS[name] | overrides
+    values = dict(PRESETS[name])
+    tuned_model, levers = TUNED.get(name, (None, {}))
+    if model in (None, tuned_model):
+        values |= levers
+    return values
+
+
+def untuned_note(name: str, model: str, given: Iterable[str] = ()) -> str | None:
+    """What a run is told when preset ``name``'s levers (less those ``given`` as options) were
+    left off for ``model``."""
+    tuned_model, levers = TUNED.get(name, (None, {}))
+    shown = ", ".join(f"{k} {v}" for k, v in levers.items() if k not in set(given))
+    if tuned_model is None or model == tuned_model or not shown:
+        return None
+    return (f"preset {name}: its levers ({shown}) are tuned for {tuned_model}, so {model} "
+            f"trains on the plain recipe (SGD + Nesterov, one-cycle to lr "
+            f"{TrainConfig.lr}); give them as options to try them")
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A preset's config with some fields changed: ``preset("d2l", epochs=2)``. A preset's
+    levers tuned for one network (``TUNED``) apply only when it trains that network."""
+    model = overrides.get("model", PRESETS.get(name, {}).get("model", TrainConfig.model))
+    values = recipe(name, model) | overrides
     if name == "paper-cifar" and values.get("model") == "resnet110" and "warmup_lr" not in values:
         values["warmup_lr"] = 0.01  # the paper's warm-up for ResNet-110 only
     return TrainConfig().replace(**values)

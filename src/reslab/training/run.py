@@ -15,7 +15,7 @@ from reslab.data import Dataset, load_dataset
 from reslab.errors import ConfigError, WeightsError
 from reslab.models import ResNetSpec, build, create_model, read_metadata
 from reslab.paths import expand
-from reslab.training.config import TrainConfig, preset
+from reslab.training.config import TrainConfig, preset, untuned_note
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
 from reslab.training.rundir import RunDir
@@ -53,14 +53,16 @@ def train(
         return _resume(expand(resume, "--resume"), options, on_epoch_end)
     model_given = "model" in options or (config is not None
                                          and config.model != TrainConfig.model)
+    notes: list[str] = []
     if config is None:
         config = preset(preset_name or "fast", **options)
+        if note := untuned_note(preset_name or "fast", config.model, options):
+            notes.append(note)
     elif options:
         config = config.replace(**options)
     config.validate()
     data = _load_data(config)
     torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
-    notes: list[str] = []
     if config.init_from is not None:
         if config.whiten_stem:  # the weights bring their own first convolution
             config = config.replace(whiten_stem=False)
