@@ -85,8 +85,12 @@ def run_train(ns: Namespace) -> int:
         from reslab.training.config import preset
 
         name, options = resolve_options(ns)
-        if ns.print_config:
-            print(json.dumps(preset(name, **options).to_dict(), indent=2))
+        if ns.print_config:  # refused as the run would be, before it read any data
+            from reslab.training.run import check_before_data
+
+            config = preset(name, **options)
+            check_before_data(config)
+            print(json.dumps(config.to_dict(), indent=2))
             return 0
         result = train(preset_name=name, **options)
     test = result.test

@@ -57,7 +57,7 @@ def train(
         config = preset(preset_name or "fast", **options)
     elif options:
         config = config.replace(**options)
-    config.validate()
+    check_before_data(config)
     data = _load_data(config)
     torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
     notes: list[str] = []
@@ -77,6 +77,15 @@ def train(
     notes += _freeze(model, config)
     return fit(model, data, config, on_epoch_end=on_epoch_end, head=classifier(model),
                notes=notes)
+
+
+def check_before_data(config: TrainConfig) -> None:
+    """What a new run can refuse before it reads any data (``--print-config`` checks it too):
+    its fields, and the model's name (a checkpoint given to --init-from brings its own)."""
+    from reslab.models.zoo import check_model_name
+
+    config.validate()
+    check_model_name(config.model)
 
 
 def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
