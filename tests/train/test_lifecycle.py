@@ -302,7 +302,7 @@ def test_progress_goes_to_stderr_and_results_to_stdout_through_a_pipe(tmp_path, 
     note, *lines = run.stderr.splitlines()
     assert note.startswith("whitened stem: 16 filters")  # what the fast preset did first
     assert lines[0].startswith("resnet14: ") and "parameters" in lines[0] and "MACs" in lines[0]
-    assert "260 train / 40 val / 60 test images, 1x16x16" in lines[0]
+    assert "96 train (subset of 260) / 40 val / 60 test images, 1x16x16" in lines[0]
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
     assert "\x1b[" not in run.stderr  # no bar, no colours
 

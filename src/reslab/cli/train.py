@@ -8,6 +8,7 @@ import json
 from argparse import Namespace
 
 from reslab.cli.parser import add_config_options, given
+from reslab.tables import count
 from reslab.training.config import GROUPS, PRESETS, TrainConfig, preset, read_config_file
 
 
@@ -98,7 +99,7 @@ def run_train(ns: Namespace) -> int:
         return 0
     chosen = ("the last epoch, no validation split" if test["best_val_acc"] is None
               else f"chosen by validation accuracy {test['best_val_acc']:.4f}")
-    print(f"test accuracy {test['accuracy']:.4f} on {test['images']:,} images "
+    print(f"test accuracy {test['accuracy']:.4f} on {count(test['images'], 'image')} "
           f"(model of epoch {test['best_epoch']}, {chosen}); "
           f"{test['train_seconds']:.0f} s of training")
     print(f"run directory: {result.run_dir}")
@@ -135,7 +136,7 @@ def run_eval(ns: Namespace) -> int:
                           "confusion": result.confusion.tolist()}, indent=2))
         return 0
     print(f"{printable(meta['model'])} on {ns.split}: accuracy {result.accuracy:.4f}, loss "
-          f"{result.loss:.4f}, {result.count:,} images")
+          f"{result.loss:.4f}, {count(result.count, 'image')}")
     names = {printable(name): accuracy for name, accuracy in per_class.items()}
     width = max(map(len, names))
     for name, accuracy in names.items():
