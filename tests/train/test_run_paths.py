@@ -47,3 +47,29 @@ def test_resuming_a_finished_run_refuses_and_leaves_every_file_as_it_was(finishe
     assert err == (f"reslab: error: {run} already finished its 1 epoch; `--epochs M` (M > 1) "
                    "extends it\n")
     assert _hashes(run) == before
+
+
+def test_init_from_takes_a_run_folder_as_eval_and_predict_do(finished, image_folder, tmp_path):
+    run, _ = finished
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown):
+        result = reslab.train(data=f"folder:{image_folder}", out=str(tmp_path / "next"),
+                              init_from=str(run), **OPTIONS)
+    best = run / "checkpoints" / "best.safetensors"
+    assert f"init: weights from {best} (reslab checkpoint of resnet14" in shown.getvalue()
+    assert result.test["images"] == 60
+
+
+@pytest.mark.parametrize("where", ["run", "run/inside", "checkpoint in run"])
+def test_a_new_run_may_not_go_into_the_run_it_starts_from(finished, image_folder, capsys,
+                                                          where):
+    run, _ = finished
+    source = run / "checkpoints" / "best.safetensors" if where.startswith("checkpoint") else run
+    out = run / "inside" if where == "run/inside" else run
+    before = _hashes(run)
+    assert main(["train", "--init-from", str(source), "--out", str(out), "--data",
+                 f"folder:{image_folder}", "--model", "resnet14", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"reslab: error: --out {out} is inside ") and "an input of this run" \
+        in err and err.count("\n") == 1
+    assert _hashes(run) == before and not (run / "inside").exists()

@@ -15,8 +15,8 @@ from reslab.data import Dataset
 from reslab.errors import ConfigError, ReslabError, WeightsError
 from reslab.models import build, create_model, load_weights, pretrained_cfg, read_metadata
 from reslab.models.weights import read_state_dict
-from reslab.paths import expand
-from reslab.training.checkpoint import checked_spec
+from reslab.paths import expand, is_folder
+from reslab.training.checkpoint import checked_spec, resolve_checkpoint
 from reslab.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
     depth, its channels) and normalisation; a torchvision/timm state dict needs ``--model``.
     A different class count swaps the head, a different channel count adapts the first conv."""
     path = expand(config.init_from, "--init-from")
+    if is_folder(path):  # a run folder: its best checkpoint, as eval, predict and export take it
+        path = resolve_checkpoint(path)
     if not path.is_file():
         raise ConfigError(f"--init-from {path}: no such file; give a weights file (.pth, "
                           ".safetensors) or a reslab checkpoint")
