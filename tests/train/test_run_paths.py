@@ -1,9 +1,11 @@
 """What a user meets around a run: the start line tells what is trained on (a subset, one
-epoch, one step), and resuming a finished run refuses without touching a file of it."""
+epoch, one step), resuming a finished run refuses without touching a file of it, a run folder
+starts a new run, and predict walks a folder of class folders."""
 
 import contextlib
 import hashlib
 import io
+import json
 
 import pytest
 
@@ -73,3 +75,53 @@ def test_a_new_run_may_not_go_into_the_run_it_starts_from(finished, image_folder
     assert err.startswith(f"reslab: error: --out {out} is inside ") and "an input of this run" \
         in err and err.count("\n") == 1
     assert _hashes(run) == before and not (run / "inside").exists()
+
+
+def test_predict_walks_a_folder_of_class_folders_in_order(finished, image_folder, capsys):
+    run, _ = finished
+    assert main(["predict", str(run), str(image_folder / "test"), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = sorted((image_folder / "test").glob("class*/*.png"))
+    assert len(lines) == len(expected) == 60
+    assert [line.rsplit(": ", 1)[0] for line in lines] == [str(p) for p in expected]
+
+
+def test_predict_leaves_out_hidden_files_other_files_and_links_out_of_the_folder(
+        finished, image_folder, tmp_path, capsys, caplog):
+    run, _ = finished
+    images = sorted((image_folder / "test" / "class1").glob("*.png"))
+    folder = tmp_path / "photos"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "one.png").write_bytes(images[0].read_bytes())
+    (folder / "two.PNG").write_bytes(images[1].read_bytes())
+    (folder / "a" / "same.png").symlink_to(folder / "two.PNG")  # inside: kept
+    (folder / ".hidden.png").write_bytes(images[2].read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "out.png").symlink_to(images[3])  # a file outside: left out
+    (folder / "elsewhere").symlink_to(image_folder / "test")  # a folder outside: not walked
+    assert main(["predict", str(run), str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    paths = [json.loads(line)["path"] for line in captured.out.splitlines()]
+    assert paths == [str(folder / "a" / "one.png"), str(folder / "a" / "same.png"),
+                     str(folder / "two.PNG")]
+    assert f"left out {folder / 'out.png'}: a link to a file outside {folder}" in caplog.text
+
+
+def test_predict_refuses_folders_past_the_bound_before_any_output(finished, image_folder,
+                                                                  capsys, monkeypatch):
+    run, _ = finished
+    monkeypatch.setattr("reslab.deploy.MAX_PREDICT_IMAGES", 25)
+    assert main(["predict", str(run), str(image_folder / "test")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"reslab: error: {image_folder / 'test'}: more than 25 images to "
+                            "predict with the ones before it, more than one predict takes; give "
+                            "a smaller folder, or its subfolders in turn\n")
+
+
+def test_predict_says_a_folder_holds_no_images(finished, tmp_path, capsys):
+    run, _ = finished
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    assert main(["predict", str(run), str(tmp_path / "empty")]) == 1
+    assert capsys.readouterr().err == (f"reslab: error: {tmp_path / 'empty'}: no image files in "
+                                       "this folder or its subfolders (such as .png or .jpg)\n")
