@@ -59,7 +59,8 @@ class TrainConfig:
         "auto", "input normalisation: the data's own mean/std, ImageNet's, or auto (the "
         "weights' own when starting from a file whose normalisation is known)", "model")
     freeze: tuple[str, ...] = option(
-        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1)", "model")
+        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1; the "
+        "parts as `reslab summary` names them)", "model")
     freeze_until: str | None = option(
         None, "freeze every part before this one (e.g. layer3: stem, layer1, layer2)", "model",
         "PART")
