@@ -125,3 +125,18 @@ def test_predict_says_a_folder_holds_no_images(finished, tmp_path, capsys):
     assert main(["predict", str(run), str(tmp_path / "empty")]) == 1
     assert capsys.readouterr().err == (f"reslab: error: {tmp_path / 'empty'}: no image files in "
                                        "this folder or its subfolders (such as .png or .jpg)\n")
+
+
+def test_extending_a_finished_run_says_the_rate_it_trains_at(image_folder, tmp_path):
+    """One-cycle ended at lr/25/1e4; the added epoch goes on from there, and says so."""
+    run = tmp_path / "run"
+    reslab.train(data=f"folder:{image_folder}", out=str(run),
+                 **OPTIONS | dict(train_subset=128, quiet=True))  # 4 steps: a real one-cycle
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown):
+        reslab.train(resume=run, epochs=2, quiet=False)
+    final = 0.05 / 25 / 1e4
+    note = next(line for line in shown.getvalue().splitlines() if line.startswith("extension"))
+    assert note == (f"extension: the onecycle schedule ended with the run, so the added steps "
+                    f"train at lr {final:.2g} falling to {final:.2g}; for a fresh cycle start a "
+                    f"new run from this one: reslab train --init-from {run} --lr X")

@@ -171,7 +171,7 @@ def fit(
             if resume:
                 _resume(state, writer, world, total_steps)
             state.net = _wrap(model, config, world, device)
-            for note in notes:
+            for note in [*notes, *state.notes]:
                 progress.line(note)
             progress.line(start_line(state, data, config, writer.path, epochs))
 
