@@ -18,6 +18,7 @@ from reslab.data.folder import decode_image, image_suffixes
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
+from reslab.limits import MAX_PREDICT_IMAGES
 from reslab.models import ResNet, grow
 from reslab.paths import check_output, is_folder, printable, regular_file, run_files
 from reslab.training.checkpoint import (
@@ -102,7 +103,8 @@ def iter_predictions(
     checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, top_k: int = 3
 ) -> Iterator[Prediction]:
     """``predict_files`` one image at a time, each result as soon as it is made; a folder
-    stands for the images in it, sorted. The checkpoint is loaded before the first result."""
+    stands for the images under it, sorted (class subfolders included). The checkpoint is
+    loaded and the folders listed before the first result."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k must be an integer >= 1, got {top_k!r}")
     model, meta = _inference_model(checkpoint)
@@ -110,7 +112,10 @@ def iter_predictions(
     mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
     std = torch.tensor(meta["std"]).view(-1, 1, 1)
     classes = meta["classes"]
-    for path in _image_paths(images):
+    for path, missing in _image_paths(images):
+        if missing:
+            yield Prediction(str(path), [], missing)
+            continue
         try:
             pixels = decode_image(regular_file(path, "image"), size, channels)
         except ReslabError as error:
@@ -124,14 +129,45 @@ def iter_predictions(
                                      for v, i in zip(values, indices, strict=True)])
 
 
-def _image_paths(images: list[str | os.PathLike]) -> Iterator[Path]:
-    """Each path given; a folder's own image files (sorted, hidden ones left out) instead of it."""
-    suffixes = image_suffixes()
+def _image_paths(images: list[str | os.PathLike]) -> list[tuple[Path, str | None]]:
+    """Each path given, or for a folder the image files under it, class subfolders and all
+    (see ``folder_images``); with an error for a folder that holds none. Listed whole before
+    the first prediction: a folder past the bound is refused before any output."""
+    found: list[tuple[Path, str | None]] = []
     for given in images:
         path = Path(given)
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes
-                       and not p.name.startswith(".")) if is_folder(path) else []
-        yield from found or [path]  # a folder without images is refused as not a file
+        if not is_folder(path):
+            found.append((path, None))
+            continue
+        inside = folder_images(path, MAX_PREDICT_IMAGES - len(found))
+        found += [(p, None) for p in inside] or [(path, f"{path}: no image files in this folder "
+                                                 "or its subfolders (such as .png or .jpg)")]
+    return found
+
+
+def folder_images(folder: Path, limit: int) -> list[Path]:
+    """The image files under ``folder`` (by suffix), sorted by path; hidden files and
+    folders left out; links to folders not followed, links to files only when they stay
+    inside ``folder``. More than ``limit`` is refused (ConfigError)."""
+    suffixes, root = image_suffixes(), folder.resolve()
+    found: list[Path] = []
+    for where, folders, files in os.walk(folder, followlinks=False):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in files:
+            path = Path(where) / name
+            if name.startswith(".") or path.suffix.lower() not in suffixes:
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                log.warning("left out %s: a link to a file outside %s", printable(path),
+                            printable(folder))
+                continue
+            found.append(path)
+            if len(found) > limit:
+                raise ConfigError(f"{printable(folder)}: more than {MAX_PREDICT_IMAGES:,} "
+                                  "images to predict with the ones before it, more than one "
+                                  "predict takes; give a smaller folder, or its subfolders in "
+                                  "turn")
+    return sorted(found)
 
 
 def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,

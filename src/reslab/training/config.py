@@ -55,13 +55,14 @@ class TrainConfig:
     init: Literal["default", "xavier"] = option(
         "default", "initial weights: the model's own, or xavier (D2L's train_ch6)", "model")
     init_from: str | None = option(
-        None, "start from a weights file: a reslab checkpoint (brings its model) or a "
-        "torchvision/timm state dict (.pth, .safetensors; give --model)", "model", "FILE")
+        None, "start from a weights file: a reslab checkpoint or run folder (brings its model) "
+        "or a torchvision/timm state dict (.pth, .safetensors; give --model)", "model", "FILE")
     normalize: Literal["auto", "data", "imagenet"] = option(
         "auto", "input normalisation: the data's own mean/std, ImageNet's, or auto (the "
         "weights' own when starting from a file whose normalisation is known)", "model")
     freeze: tuple[str, ...] = option(
-        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1)", "model")
+        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1; the "
+        "parts as `reslab summary` names them)", "model")
     freeze_until: str | None = option(
         None, "freeze every part before this one (e.g. layer3: stem, layer1, layer2)", "model",
         "PART")
@@ -363,8 +364,21 @@ def _check_out(cfg: TrainConfig) -> None:
     from reslab.paths import check_run_folder
 
     if cfg.out is not None:
-        inputs = [str(cfg.data).removeprefix("folder:"), cfg.data_dir, cfg.init_from]
+        inputs = [str(cfg.data).removeprefix("folder:"), cfg.data_dir, *_weights_inputs(cfg)]
         check_run_folder(cfg.out, "--out", [i for i in inputs if i])
+
+
+def _weights_inputs(cfg: TrainConfig) -> list[str]:
+    """What --init-from reads: the file or run folder given and, for a checkpoint in a run's
+    checkpoints/ folder, that run (a new run there would replace the file being read)."""
+    if cfg.init_from is None:
+        return []
+    from pathlib import Path
+
+    given = Path(os.path.expanduser(cfg.init_from))  # an unknown ~user is refused when read
+    run = given.parent.parent
+    in_run = given.parent.name == "checkpoints" and (run / "config.json").is_file()
+    return [cfg.init_from, *([str(run)] if in_run else [])]
 
 
 def _positive_int(cfg: TrainConfig, *names: str, optional: bool = False) -> None:
