@@ -66,7 +66,7 @@ class TrainedModel:
         self.input_size: tuple[int, int, int] = tuple(meta["input_size"])  # (C, H, W)
         self.tta_flip: bool = meta.get("tta_flip", False)
         self.tta_shift: int = meta.get("tta_shift", 0)
-        self._fast: tuple[tuple, InferenceModel] | None = None
+        self._fast: tuple[tuple[list, list], InferenceModel] | None = None
 
     def __repr__(self) -> str:
         tta = [t for t, on in (("flip", self.tta_flip), (f"shift {self.tta_shift}",
@@ -115,10 +115,13 @@ class TrainedModel:
 
     def _inference_model(self) -> InferenceModel:
         """The fast copy predict and eval use, made again when ``module``'s weights change
-        (fine-tuned, loaded into): each in-place change bumps a tensor's version."""
-        key = tuple((id(t), t._version) for t in self.module.state_dict().values())
-        if self._fast is None or self._fast[0] != key:
-            self._fast = (key, inference_model(self.module, self.meta))
+        (fine-tuned, loaded into): an in-place change bumps a tensor's version, a new tensor
+        moves its storage, and an edit through ``.data`` (which does neither) its sum."""
+        tensors = list(self.module.state_dict(keep_vars=True).values())
+        key = [(t.data_ptr(), t._version) for t in tensors]
+        sums = torch.stack([t.detach().double().sum() for t in tensors]).tolist()
+        if self._fast is None or self._fast[0] != (key, sums):
+            self._fast = ((key, sums), inference_model(self.module, self.meta))
         return self._fast[1]
 
     def _pixels(self, images: Any) -> tuple[list[Any], torch.Tensor, bool]:
