@@ -21,6 +21,7 @@ from torch import nn
 
 from reslab.data import AugmentConfig, BatchLoader, Dataset
 from reslab.errors import ConfigError, Interrupted, TrainingError
+from reslab.paths import printable
 from reslab.training import distributed
 from reslab.training.checkpoint import load_checkpoint
 from reslab.training.config import TrainConfig
@@ -46,6 +47,15 @@ class FitResult:
     best_val_acc: float | None  # None without a validation split
     test: dict[str, Any] = field(default_factory=dict)  # accuracy, loss, per_class
     model: nn.Module | None = None  # the selected (best on validation) model
+
+    def __repr__(self) -> str:  # a notebook shows this: two lines, the rest as attributes
+        test = self.test
+        tested = (f"test accuracy {test['accuracy']:.4f} on {test['images']:,} images"
+                  if "accuracy" in test else "not tested")
+        val = f", val {self.best_val_acc:.4f}" if self.best_val_acc is not None else ""
+        chosen = f" (model of epoch {test['best_epoch']}{val})" if "best_epoch" in test else ""
+        return (f"FitResult: {tested}{chosen}, {len(self.history)} epoch(s)\n"
+                f"  run_dir {printable(self.run_dir)}; .test, .history, .model")
 
 
 def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
