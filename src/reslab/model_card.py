@@ -24,7 +24,7 @@ def model_card(config: dict[str, Any], meta: dict[str, Any], test: dict[str, Any
              f"({_listed(classes)}). The folder is timm's own format: `config.json` and "
              "`model.safetensors` in timm's key names.", "", "## Recipe", ""]
     if train:
-        lines += [f"- {train.get('epochs')} epochs at batch {train.get('batch_size')}, "
+        lines += [f"- epochs: {train.get('epochs')}, at batch {train.get('batch_size')}, "
                   f"{train.get('optimizer')} at lr {train.get('lr')} ({train.get('schedule')} "
                   f"schedule), weight decay {train.get('weight_decay')}, label smoothing "
                   f"{train.get('label_smoothing')}, seed {train.get('seed')}",
@@ -41,9 +41,10 @@ def model_card(config: dict[str, Any], meta: dict[str, Any], test: dict[str, Any
         lines.append("No test result was recorded with these weights (their run's "
                      "results.json is of other weights, or missing).")
     if meta.get("tta_flip") or meta.get("tta_shift"):
-        lines.append("reslab evaluated with test-time augmentation (mirror and shift "
-                     "averaging); timm's plain forward pass gives the logits of the image "
-                     "alone, which may score slightly lower.")
+        views = " and ".join(v for v, on in (("its mirror", meta.get("tta_flip")),
+                                             ("its shifts", meta.get("tta_shift"))) if on)
+        lines.append(f"reslab's accuracy averages each image with {views}; a plain forward "
+                     "pass (timm's) gives the image alone, which may score slightly lower.")
     lines += ["", "## Intended use and limits", "",
               f"Classifying {channels}-channel {height}x{width} images of the classes above, "
               f"drawn like `{data}`'s. The model knows nothing outside these classes, and "

@@ -264,6 +264,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                            "config.json with model.safetensors: is it a run directory or a "
                            "model folder?")
     if not path.exists():
-        raise WeightsError(f"no checkpoint at {printable(path)}: give a .safetensors file or a "
-                           "run directory")
+        raise WeightsError(f"no checkpoint at {printable(path)}: give a .safetensors file, a "
+                           "run directory or a model folder")
     return regular_file(path, "checkpoint")
