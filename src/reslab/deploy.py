@@ -68,6 +68,9 @@ def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
     config.json names. A checkpoint alone never chooses a folder for reslab to read."""
     from reslab.data import dataset_names
 
+    if meta.get("source") == "model-folder" and not meta.get("data"):
+        raise ConfigError(f"{printable(checkpoint)} is a model folder that names no data set it "
+                          "was trained on: give the data with --data")
     name = meta.get("data") or "fashion-mnist"
     if name not in dataset_names() and name != _run_data(Path(checkpoint)):
         raise ConfigError(f"{printable(checkpoint)} was trained on {printable(name)!r}, not a "

@@ -8,6 +8,7 @@ import json
 from argparse import Namespace
 from pathlib import Path
 
+from reslab.cli.train import CHECKPOINT
 from reslab.errors import ConfigError, UnknownNameError
 
 
@@ -15,9 +16,9 @@ def register(subcommands) -> dict:
     parser = subcommands.add_parser(
         "summary", help="Shapes, parameters and MACs per stage.",
         description="Output shape, parameters, MACs and FLOPs of the stem, each stage and the "
-        "head of a zoo model, a checkpoint or a run directory.")
+        "head of a zoo model, a checkpoint, a run directory or a model folder.")
     parser.add_argument("name", nargs="?", default=None, help="A zoo model (`reslab models`), "
-                        "a .safetensors checkpoint or a run directory.")
+                        "a .safetensors checkpoint, a run directory or a model folder.")
     parser.add_argument("--input", default=None,
                         help="CxHxW (e.g. 1x96x96), or one side (96) with the model's channels; "
                         "default: the input it is trained on (a checkpoint's own).")
@@ -41,7 +42,7 @@ def register(subcommands) -> dict:
         "grow", help="add identity residual units to a checkpoint",
         description="Deepen a trained ResNet: append identity-initialised residual units to a "
         "stage; the grown network computes the same function and keeps every weight.")
-    grow.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    grow.add_argument("checkpoint", help=CHECKPOINT)
     grow.add_argument("--stage", type=int, required=True, help="stage to deepen, from 1")
     grow.add_argument("--blocks", type=int, required=True, help="units to add")
     grow.add_argument("--out", required=True, metavar="NEW_CHECKPOINT",

@@ -12,6 +12,8 @@ from reslab.cli.parser import add_config_options, given
 from reslab.tables import count
 from reslab.training.config import GROUPS, PRESETS, TrainConfig, preset, read_config_file
 
+CHECKPOINT = "a .safetensors checkpoint, a run directory or a model folder"
+
 
 def register(subcommands) -> dict:
     train = subcommands.add_parser(
@@ -32,7 +34,7 @@ def register(subcommands) -> dict:
 
     evaluate = subcommands.add_parser("eval", help="accuracy, per-class accuracy, confusion",
                                       description="Evaluate a checkpoint or run directory.")
-    evaluate.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    evaluate.add_argument("checkpoint", help=CHECKPOINT)
     evaluate.add_argument("--data", default=None, help="data set (default: the one trained on)")
     evaluate.add_argument("--data-dir", default=None,
                           help="folder to look in first for a built-in data set's files")
@@ -45,16 +47,23 @@ def register(subcommands) -> dict:
 
     predict = subcommands.add_parser("predict", help="classify image files",
                                      description="Top-k classes of image files.")
-    predict.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
+    predict.add_argument("checkpoint", help=CHECKPOINT)
     predict.add_argument("images", nargs="+", help="image files, or folders of them")
     predict.add_argument("--top-k", type=int, default=3, help="classes to show (default: 3)")
     predict.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
                          help="print one JSON object per image per line (JSON Lines)")
 
-    export = subcommands.add_parser("export", help="export a checkpoint to ONNX",
-                                    description="Export to ONNX, verified with onnxruntime.")
-    export.add_argument("checkpoint", help="a .safetensors checkpoint or a run directory")
-    export.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    export = subcommands.add_parser(
+        "export", help="export a checkpoint to ONNX, or to a folder timm loads",
+        description="Export to ONNX (verified with onnxruntime), or to a model folder "
+        "(config.json, model.safetensors, README.md) that timm.create_model('local-dir:DIR', "
+        "pretrained=True) and the Hugging Face hub load as it is.")
+    export.add_argument("checkpoint", help="a .safetensors checkpoint, a run directory or a "
+                        "model folder")
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--onnx", metavar="OUT", help="the .onnx file to write")
+    target.add_argument("--folder", metavar="DIR", help="the model folder to write (new, "
+                        "empty, or one reslab exported before)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     export.add_argument("--include-normalization", action=argparse.BooleanOptionalAction,
                         default=False, help="the graph takes pixels in [0, 1] and normalises "
@@ -170,6 +179,8 @@ def run_predict(ns: Namespace) -> int:
 
 
 def run_export(ns: Namespace) -> int:
+    if ns.folder:
+        return _export_folder(ns)
     from reslab.export import export_onnx
 
     info = export_onnx(ns.checkpoint, ns.onnx, opset=ns.opset,
@@ -179,4 +190,19 @@ def run_export(ns: Namespace) -> int:
           f"{meta['input']}; output {meta['output']}; {len(meta['classes'])} class names, "
           f"mean/std and spec in its metadata. onnxruntime vs PyTorch max abs difference "
           f"{info['max_abs_diff']:.2e} ({info['max_rel_diff']:.1e} of the largest output)")
+    return 0
+
+
+def _export_folder(ns: Namespace) -> int:
+    from reslab.hub import export_folder
+    from reslab.paths import printable
+
+    info = export_folder(ns.checkpoint, ns.folder)
+    args = f" with model_args {json.dumps(info['model_args'])}" if info["model_args"] else ""
+    test = (f"; test accuracy {info['test']['accuracy']:.4f} in its model card"
+            if info["test"] else "")
+    print(f"wrote {printable(info['path'])}: timm architecture {info['architecture']}{args}, "
+          f"{info['classes']} classes, input {'x'.join(map(str, info['input_size']))}, "
+          f"{info['tensors']} tensors{test}. Load it with "
+          f"timm.create_model(\"local-dir:{printable(info['path'])}\", pretrained=True)")
     return 0

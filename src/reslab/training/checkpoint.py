@@ -23,7 +23,7 @@ from reslab.models.weights import (
     save_weights,
     state_dict_mismatch,
 )
-from reslab.paths import expand, printable, regular_file
+from reslab.paths import expand, is_folder, printable, regular_file
 
 _TENSOR = "__tensor__"
 
@@ -92,11 +92,17 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    """Rebuild the model a checkpoint (or model folder) describes and load its weights (eval
+    mode)."""
     from reslab.models import build
     from reslab.models.zoo import create_model
 
-    checkpoint = load_checkpoint(path)
+    if is_folder(Path(path)):  # a timm / Hugging Face model folder
+        from reslab.hub import read_model_folder
+
+        checkpoint = Checkpoint(*read_model_folder(Path(path)), None)
+    else:
+        checkpoint = load_checkpoint(path)
     meta = checkpoint.metadata
     if "model" not in meta:
         raise WeightsError(f"{path} has no reslab metadata: load it with load_weights instead")
@@ -242,15 +248,22 @@ def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory's best checkpoint."""
+    """A checkpoint file, a run directory's best checkpoint, or a timm / Hugging Face model
+    folder (``config.json`` beside ``model.safetensors``), returned as the folder."""
+    from reslab.hub import is_model_folder
+
     path = expand(path, "checkpoint")
+    if path.is_dir() and not (path / "checkpoints").is_dir() and is_model_folder(path):
+        return path
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.safetensors",
                           path / "checkpoints" / "last.safetensors"):
             if candidate.exists():
                 return candidate
-        raise WeightsError(f"{path} holds no checkpoints/best.safetensors: is it a run directory?")
+        raise WeightsError(f"{printable(path)} holds no checkpoints/best.safetensors and no "
+                           "config.json with model.safetensors: is it a run directory or a "
+                           "model folder?")
     if not path.exists():
-        raise WeightsError(f"no checkpoint at {printable(path)}: give a .safetensors file or a "
-                           "run directory")
+        raise WeightsError(f"no checkpoint at {printable(path)}: give a .safetensors file, a "
+                           "run directory or a model folder")
     return regular_file(path, "checkpoint")

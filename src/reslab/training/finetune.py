@@ -13,9 +13,10 @@ from torch import nn
 
 from reslab.data import Dataset
 from reslab.errors import ConfigError, ReslabError, WeightsError
+from reslab.hub import is_model_folder, read_model_folder
 from reslab.models import build, create_model, load_weights, pretrained_cfg, read_metadata
 from reslab.models.weights import read_state_dict
-from reslab.paths import expand, is_folder
+from reslab.paths import expand, is_folder, printable
 from reslab.training.checkpoint import checked_spec, resolve_checkpoint
 from reslab.training.config import TrainConfig
 
@@ -47,22 +48,30 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
     depth, its channels) and normalisation; a torchvision/timm state dict needs ``--model``.
     A different class count swaps the head, a different channel count adapts the first conv."""
     path = expand(config.init_from, "--init-from")
-    if is_folder(path):  # a run folder: its best checkpoint, as eval, predict and export take it
+    folder = is_model_folder(path)
+    if is_folder(path) and not folder:  # a run folder: its best checkpoint, as eval takes it
         path = resolve_checkpoint(path)
-    if not path.is_file():
-        raise ConfigError(f"--init-from {path}: no such file; give a weights file (.pth, "
-                          ".safetensors) or a reslab checkpoint")
-    meta = reslab_metadata(path)
+    if not path.is_file() and not folder:
+        raise ConfigError(f"--init-from {printable(path)}: no such file or model folder; give "
+                          "a weights file (.pth, .safetensors), a reslab checkpoint, a run "
+                          "folder or a folder of config.json and model.safetensors")
+    if folder:
+        weights, meta = read_model_folder(path)
+    else:
+        meta = reslab_metadata(path)
+        weights = read_state_dict(path) if meta is not None else None
     channels, classes = data.image_shape[0], len(data.classes)
     notes = []
     if meta is not None:
+        kind = "model folder" if folder else "checkpoint"
         if model_given and config.model != meta["model"]:
-            raise ConfigError(f"--model {config.model} disagrees with --init-from {path}, a "
-                              f"checkpoint of {meta['model']}: leave --model out")
+            raise ConfigError(f"--model {config.model} disagrees with --init-from "
+                              f"{printable(path)}, a {kind} of {meta['model']}: leave --model "
+                              "out")
         config = config.replace(model=meta["model"])
-        weights = read_state_dict(path)
         model = _from_spec(meta, path, weights, classes, channels)
-        source = f"reslab checkpoint of {meta['model']}"
+        source = (f"timm model folder of {meta['model']}" if folder
+                  else f"reslab checkpoint of {meta['model']}")
         if meta.get("spec") and "depths" in meta["spec"]:
             source += f", depths {meta['spec']['depths']}"
         own = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta else None
