@@ -145,3 +145,38 @@ def test_on_disk_truncated_image_is_named(image_folder):
     dog.write_bytes(dog.read_bytes()[:100])
     with pytest.raises(CorruptDataError, match=r"dog1\.jpg: unreadable image"):
         list(on_disk.loader("train", 5, num_workers=0))
+
+
+def class_folders(root, per_class: int = 20):
+    """Only class folders (no train/ or test/): the layout most photo collections have."""
+    for label, color in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+        for i in range(per_class):
+            save_image(root / f"class{label}" / f"{i:02d}.png", (color[0], color[1], i))
+    return root
+
+
+def test_a_folder_without_test_holds_a_fixed_test_split_out(tmp_path):
+    root = class_folders(tmp_path / "photos")
+    data = load_dataset(root, image_size=4, seed=0)
+    # of 60 images: 6 test, then 5 val (10% of 54)
+    assert (len(data.train), len(data.val), len(data.test)) == (49, 5, 6)
+    assert "no test/ folder" in data.source.test_origin
+    # The same test images whatever the run's seed (its val and train split differ).
+    other = load_dataset(root, image_size=4, seed=7)
+    assert torch.equal(other.test.images, data.test.images)
+    assert not torch.equal(other.val.images, data.val.images)
+    # Every image is in exactly one split.
+    def keys(split):
+        return {(int(lbl), int(img[2, 0, 0])) for img, lbl in zip(split.images, split.labels,
+                                                                  strict=True)}
+    all_keys = [keys(data.train), keys(data.val), keys(data.test)]
+    assert sum(map(len, all_keys)) == 60 and len(set().union(*all_keys)) == 60
+
+
+def test_a_folder_with_test_keeps_it(tmp_path):
+    root = tmp_path / "photos"
+    class_folders(root / "train")
+    class_folders(root / "test", per_class=2)
+    data = load_dataset(root, image_size=4)
+    assert (len(data.train) + len(data.val), len(data.test)) == (60, 6)
+    assert data.source.test_origin == ""

@@ -67,3 +67,15 @@ def test_channel_stats_per_channel():
     assert std[:2] == pytest.approx(tuple(pixels.std(dim=(0, 2, 3), unbiased=False)[:2].tolist()),
                                     abs=1e-12)
     assert std[2] == pytest.approx(1 / 255)  # floored so that normalising cannot divide by 0
+
+
+def test_fingerprint_of_an_empty_split():
+    """An empty split (val_size 0, the d2l preset; a folder without test/) has a fingerprint,
+    and it differs from a non-empty one's (it used to raise in memoryview)."""
+    from reslab.data.splits import fingerprint
+
+    split = numbered_split(20)
+    empty = split.subset(torch.arange(0))
+    assert fingerprint(empty) == fingerprint(numbered_split(0))
+    assert fingerprint(empty) != fingerprint(split)
+    assert fingerprint(split) == fingerprint(numbered_split(20))

@@ -138,3 +138,12 @@ def test_train_applies_xavier_init_and_otherwise_the_seeded_default(monkeypatch,
     assert not torch.equal(_layers(default)[0].weight, _layers(xavier)[0].weight)
     other_seed = _model_train_builds(monkeypatch, image_folder, tmp_path, seed=4)
     assert not torch.equal(_layers(other_seed)[0].weight, _layers(default)[0].weight)
+
+
+def test_the_d2l_preset_runs_with_its_empty_validation_split(image_folder, tmp_path):
+    """val_size 0 (D2L trains on every image) used to crash before the first step."""
+    result = reslab.train(preset_name="d2l", data=str(image_folder), resize=32, max_steps=2,
+                          quiet=True, out=str(tmp_path / "run"))
+    assert result.test["best_val_acc"] is None and result.test["images"] == 60
+    assert math.isfinite(result.history[-1]["train_loss"])
+    assert result.history[-1]["val_acc"] is None

@@ -97,7 +97,8 @@ def info(data, options: Namespace) -> int:
         ("images", f"{c}x{h}x{w} uint8, {len(data.classes)} classes"),
         ("train", f"{len(data.train):,}"),
         ("val", f"{len(data.val):,}" + (f"  ({source.val_origin})" if source.val_origin else "")),
-        ("test", f"{len(data.test):,}"),
+        ("test", f"{len(data.test):,}"
+         + (f"  ({source.test_origin})" if source.test_origin else "")),
         ("mean", ", ".join(f"{m:.4f}" for m in data.mean)),
         ("std", ", ".join(f"{s:.4f}" for s in data.std)),
         ("classes", ", ".join(data.classes)),

@@ -37,6 +37,10 @@ BUILTIN = {
     "cifar100": partial(load_cifar, CIFAR100),
 }
 DEFAULT_VAL_SIZE = 5000  # built-in sets; image folders hold out 10% of train
+FOLDER_HOLD_OUT = 0.1  # of an image folder's images, for val and, without test/, for test
+# The test images of a folder without test/ are drawn with this fixed seed, not the run's:
+# runs with different seeds are then tested on the same images.
+TEST_SEED = 0
 STATS_SAMPLE = 10_000  # images read to estimate mean/std of a split kept on disk
 
 
@@ -108,7 +112,9 @@ def load_dataset(
         "folder:PATH".
     data_dir: a folder to look in first (built-in sets); see ``reslab.data.fetch``.
     val_size: images held out from train for validation, chosen by ``seed``; default 5,000 for
-        built-in sets, 10% for image folders without a ``val/`` folder; 0 allowed.
+        built-in sets, 10% for image folders without a ``val/`` folder; 0 allowed. An image
+        folder without ``test/`` (only class folders) has 10% of its images held out as the
+        test split, the same ones whatever ``seed`` is.
     download: fetch a missing built-in set from its official site.
     image_size, channels: image folders only (default 32 and 3): the square size and channel
         count (1 = grey, 3 = RGB) images are converted to. Use a loader's ``resize`` to change
@@ -126,7 +132,13 @@ def load_dataset(
         loaded = load_folder(folder, image_size=32 if image_size is None else image_size,
                              channels=3 if channels is None else channels, in_memory=in_memory)
         key = f"folder:{folder}"
-        default_val = round(0.1 * len(loaded.train))
+        if loaded.test is None:  # class folders only: hold a test split out of them
+            count = round(FOLDER_HOLD_OUT * len(loaded.train))
+            train, test = hold_out(loaded.train, count, TEST_SEED)
+            loaded = loaded._replace(train=train, test=test, source=replace(
+                loaded.source, test_origin=f"no test/ folder: held out from the images, the "
+                f"same {count:,} in every run"))
+        default_val = round(FOLDER_HOLD_OUT * len(loaded.train))
     else:
         loaded = BUILTIN[key](data_dir, download=download, progress=progress)
         _check_native(key, loaded.train.image_shape, image_size, channels)

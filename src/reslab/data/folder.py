@@ -177,12 +177,11 @@ def load_folder(
                                             len(skipped) > 20 else "")
         log.warning("skipped %d unreadable image(s) under %s: %s", len(skipped), printable(root),
                     printable(shown))  # file names from the disk
-    empty = _empty_like(splits["train"])
     val_origin = f"from {split_dirs['val']}" if "val" in splits else ""
     source = SourceInfo(location=root, verification="images decoded" if in_memory else
                         "image headers checked (decoded per batch)", val_origin=val_origin,
                         skipped=tuple(skipped))
-    return Loaded(train=splits["train"], val=splits.get("val"), test=splits.get("test", empty),
+    return Loaded(train=splits["train"], val=splits.get("val"), test=splits.get("test"),
                   classes=classes, source=source)
 
 
@@ -229,10 +228,3 @@ def _check_classes(folder: Path, classes, kept: torch.Tensor, listed: list[int])
     if empty := [classes[i] for i in sorted(present) if counts[i] == 0]:
         raise CorruptDataError(f"{folder}: class folder(s) {', '.join(empty)} hold no readable "
                                "image; add images or remove the folder(s)")
-
-
-def _empty_like(split: ImageSplit) -> ImageSplit:
-    if isinstance(split, FileSplit):
-        return FileSplit((), torch.empty(0, dtype=torch.int64), split.channels, split.image_size)
-    return Split(torch.empty((0, *split.image_shape), dtype=torch.uint8),
-                 torch.empty(0, dtype=torch.int64))

@@ -54,6 +54,8 @@ class SourceInfo:
     verification: str
     downloaded: bool = False
     val_origin: str = ""
+    test_origin: str = ""
+    """Where the test split came from when the source has none of its own (image folders)."""
     skipped: tuple[str, ...] = field(default=())
     """Unreadable images left out (image folders), each as ``"path: reason"``."""
 
@@ -71,11 +73,12 @@ class ImageSplit(Protocol):
 
 
 class Loaded(NamedTuple):
-    """What a source reader returns; ``val`` is None unless the source has its own."""
+    """What a source reader returns; ``val`` and ``test`` are None unless the source has its
+    own."""
 
     train: ImageSplit
     val: ImageSplit | None
-    test: ImageSplit
+    test: ImageSplit | None
     classes: tuple[str, ...]
     source: SourceInfo
 
@@ -101,13 +104,19 @@ def fingerprint(split: ImageSplit) -> str:
     digest = hashlib.blake2b(digest_size=12)
     images = getattr(split, "images", None)
     if images is not None:
-        digest.update(memoryview(images.contiguous().numpy()).cast("B"))
+        digest.update(_raw_bytes(images))
     else:
         for path in split.files:
             stat = path.stat()
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    digest.update(memoryview(split.labels.contiguous().numpy()).cast("B"))
+    digest.update(_raw_bytes(split.labels))
     return digest.hexdigest()
+
+
+def _raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's bytes without a copy; flattened first, since memoryview cannot cast an
+    empty split's (0, C, H, W) shape."""
+    return memoryview(tensor.contiguous().reshape(-1).numpy()).cast("B")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -380,9 +380,10 @@ def start_line(state: TrainState, data: Dataset, config: TrainConfig, path: Path
         macs = ""
     frozen = f" ({trainable:,} trained)" if trainable < params else ""
     where = f"from step {state.counters.step}, " if state.counters.step else ""
+    test = f"{len(data.test):,} test" + (" (held out)" if data.source.test_origin else "")
     return (f"{config.model}: {params:,} parameters{frozen}{macs} | {data.name}: "
-            f"{len(data.train):,} train / {len(data.val):,} val / {len(data.test):,} test "
-            f"images, {'x'.join(map(str, shape))} | {where}{epochs} epochs of "
+            f"{len(data.train):,} train / {len(data.val):,} val / {test} images, "
+            f"{'x'.join(map(str, shape))} | {where}{epochs} epochs of "
             f"{state.steps_per_epoch} steps | {state.device.type}, {state.precision}, "
             f"{torch.get_num_threads()} threads | run directory {path}")
 
