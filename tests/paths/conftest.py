@@ -38,6 +38,10 @@ def _idx_files(folder: Path, seed: int, gz: bool) -> dict[str, str]:
     """Four IDX files of 28x28 synthetic images; returns their SHA-256 (decompressed)."""
     train, train_labels = synthetic_images(N_TRAIN, 28, seed=seed)
     test, test_labels = synthetic_images(N_TEST, 28, seed=seed + 1)
+    # labels in another order per data set: MNIST's files equal to Fashion-MNIST's are refused
+    shift = seed // 10
+    train, train_labels = train.roll(shift, 0), train_labels.roll(shift, 0)
+    test, test_labels = test.roll(shift, 0), test_labels.roll(shift, 0)
     contents = {
         "train-images-idx3-ubyte": idx_bytes(train[:, 0].numpy()),
         "train-labels-idx1-ubyte": idx_bytes(train_labels.numpy()),
@@ -141,7 +145,7 @@ def cli(*args) -> Result:
 
 
 def start_cli(fixtures: dict, home: Path, *args, pause: str | None = None,
-              paused: Path | None = None) -> subprocess.Popen:
+              paused: Path | None = None, go: Path | None = None) -> subprocess.Popen:
     """``reslab ARGS`` as a process, the IDX tables patched by ``run_cli.py``; ``pause``
     (``after-step:N``) makes it wait there until the test signals it or lets it go."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "HOME": str(home),
@@ -150,6 +154,6 @@ def start_cli(fixtures: dict, home: Path, *args, pause: str | None = None,
     env.pop("RESLAB_DATA", None)
     env |= {name: closed_port_url() for name in URL_ENVS}
     if pause is not None:
-        env |= {"RESLAB_PAUSE": pause, "RESLAB_PAUSED": str(paused)}
+        env |= {"RESLAB_PAUSE": pause, "RESLAB_PAUSED": str(paused), "RESLAB_GO": str(go)}
     return subprocess.Popen([sys.executable, RUN_CLI, *map(str, args)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

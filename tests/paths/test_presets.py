@@ -21,11 +21,7 @@ def test_the_matrix_covers_every_preset():
     assert set(DATA) == {"fast", "accurate", "best", "d2l", "paper-cifar"}
 
 
-@pytest.mark.parametrize("name", [
-    *(p for p in PRESETS if p != "d2l"),
-    pytest.param("d2l", marks=pytest.mark.xfail(
-        strict=True, reason="issue 26: (a) an empty split (d2l's val_size 0) crashes")),
-])
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_a_preset_trains_end_to_end(name, fixtures, tmp_path):
     out = tmp_path / "run"
     result = cli("train", "--preset", name, "--data-dir", fixtures[DATA[name]],
