@@ -44,6 +44,7 @@ from benchmarks import bench_training, common, report
 from reslab.data import BatchLoader, load_dataset
 from reslab.models import create_model
 from reslab.training import PRESETS, TrainConfig, preset, train
+from reslab.training.config import recipe
 from reslab.training.evaluate import evaluate
 from reslab.training.runtime import resolve_device, resolve_precision
 
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
                      + f", {t['median_tflop']:.1f} TFLOP")
             print(f"{name}: time to {t['target']:.1%}: median {shown} over {len(runs)} seeds")
         results["presets"][name] = {
-            "recipe": PRESETS[name], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "recipe": recipe(name), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": common.machine(), "peak": peak, "test_every": args.test_every,
             "step": step, "runs": runs, "targets": reached_by}
     if args.ablate:

@@ -98,6 +98,15 @@ def test_to_dict_and_render():
     assert str(s) == text
 
 
+def test_a_notebook_shows_one_line_and_print_the_table():
+    s = reslab.summary("resnet20")
+    assert repr(s) == ("<Summary resnet20 at 3x32x32: 269,722 params, 40.55 M MACs, depth 20; "
+                       "print() it for the table>")
+    both = reslab.compare(["resnet20", "resnet32"])
+    assert repr(both) == "<Comparison of resnet20, resnet32; print() it for the table>"
+    assert str(both).count("\n") > 10
+
+
 def test_format_count():
     assert [format_count(n) for n in (1_814_073_344, 118_013_952, 5_120, 840, 0)] == [
         "1.81 G", "118.01 M", "5.12 K", "840", "0"

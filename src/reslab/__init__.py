@@ -13,6 +13,7 @@ _EXPORTS = {
     "create_model": "reslab.models", "get_spec": "reslab.models", "list_models": "reslab.models",
     "load_weights": "reslab.models", "save_weights": "reslab.models",
     "TrainConfig": "reslab.training", "fit": "reslab.training", "train": "reslab.training",
+    "TrainedModel": "reslab.trained", "load": "reslab.trained",
 }
 __all__ = list(_EXPORTS)
 

@@ -18,6 +18,7 @@ from reslab.data.folder import decode_image, image_suffixes
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
+from reslab.limits import MAX_PREDICT_IMAGES
 from reslab.models import ResNet, grow
 from reslab.paths import check_output, is_folder, printable, regular_file, run_files
 from reslab.training.checkpoint import (
@@ -36,6 +37,18 @@ def evaluate_checkpoint(
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Accuracy and confusion matrix of a checkpoint (or run directory) on a data split."""
     model, meta = _inference_model(checkpoint)
+    return evaluate_loaded(model, meta, checkpoint, data, split=split, data_dir=data_dir,
+                           batch_size=batch_size), meta
+
+
+def evaluate_loaded(
+    model: torch.nn.Module, meta: dict[str, Any], checkpoint: str | os.PathLike,
+    data: str | None = None, *, split: str = "test", data_dir: str | None = None,
+    batch_size: int = 256,
+) -> EvalResult:
+    """``evaluate_checkpoint`` for a model already loaded from ``checkpoint`` (with its
+    metadata ``meta``): the data set's classes must be the checkpoint's, and its images are
+    resized and normalised as the run's were."""
     config = meta.get("config", {})
     dataset = load_dataset(data or _trained_on(checkpoint, meta), data_dir,
                            val_size=config.get("val_size"), seed=config.get("seed", 0),
@@ -46,9 +59,8 @@ def evaluate_checkpoint(
     size = meta["input_size"][1]
     loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
                          std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
-    result = evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False),
-                      tta_shift=meta.get("tta_shift", 0))
-    return result, meta
+    return evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False),
+                    tta_shift=meta.get("tta_shift", 0))
 
 
 def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
@@ -80,15 +92,54 @@ def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, dic
     """A checkpoint's model made fast, in the precision its run validated in, so that eval
     reproduces the run's own accuracy."""
     model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
-    precision = meta.get("config", {}).get("precision", "auto")
-    return InferenceModel(model, precision=precision), meta
+    return inference_model(model, meta), meta
+
+
+def inference_model(model: torch.nn.Module, meta: dict[str, Any]) -> InferenceModel:
+    """``model`` made fast, in the precision its run (metadata ``meta``) validated in."""
+    return InferenceModel(model, precision=meta.get("config", {}).get("precision", "auto"))
+
+
+def probabilities(model: torch.nn.Module, meta: dict[str, Any],
+                  pixels: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of uint8 images ``(N, C, H, W)`` already at the checkpoint's input
+    size: normalised with its mean/std, averaged over the views its run evaluated (TTA)."""
+    mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
+    std = torch.tensor(meta["std"]).view(-1, 1, 1)
+    x = (pixels.float() / 255 - mean) / std
+    return predict_proba(model, x, meta.get("tta_flip", False), meta.get("tta_shift", 0))
+
+
+def top_classes(probs: torch.Tensor, classes: list[str], top_k: int) -> list[tuple[str, float]]:
+    """(class, probability) of one image's ``top_k`` most likely classes, most likely first."""
+    values, indices = probs.topk(min(top_k, len(classes)))
+    return [(classes[i], float(v)) for v, i in zip(values, indices, strict=True)]
+
+
+def check_top_k(top_k: object) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k must be an integer >= 1, got {top_k!r}")
 
 
 @dataclass
 class Prediction:
-    path: str
+    path: str | None  # None for an image given in memory (reslab.load(...).predict)
     top: list[tuple[str, float]]  # (class, probability), most likely first
     error: str | None = None  # why the image could not be read
+
+    @property
+    def label(self) -> str | None:
+        """The most likely class."""
+        return self.top[0][0] if self.top else None
+
+    @property
+    def probability(self) -> float | None:
+        return self.top[0][1] if self.top else None
+
+    def __repr__(self) -> str:  # one line: the classes, and the file where there is one
+        where = f"{printable(self.path)}: " if self.path is not None else ""
+        what = self.error or ", ".join(f"{printable(c)} {p:.3f}" for c, p in self.top)
+        return f"<Prediction {where}{what}>"
 
 
 def predict_files(
@@ -102,36 +153,63 @@ def iter_predictions(
     checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, top_k: int = 3
 ) -> Iterator[Prediction]:
     """``predict_files`` one image at a time, each result as soon as it is made; a folder
-    stands for the images in it, sorted. The checkpoint is loaded before the first result."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"top_k must be an integer >= 1, got {top_k!r}")
+    stands for the images under it, sorted (class subfolders included). The checkpoint is
+    loaded and the folders listed before the first result."""
+    check_top_k(top_k)
     model, meta = _inference_model(checkpoint)
     channels, size, _ = meta["input_size"]
-    mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
-    std = torch.tensor(meta["std"]).view(-1, 1, 1)
-    classes = meta["classes"]
-    for path in _image_paths(images):
+    for path, missing in image_paths(images):
+        if missing:
+            yield Prediction(str(path), [], missing)
+            continue
         try:
             pixels = decode_image(regular_file(path, "image"), size, channels)
         except ReslabError as error:
             yield Prediction(str(path), [], str(error))
             continue
-        x = ((pixels.float() / 255 - mean) / std).unsqueeze(0)
-        probs = predict_proba(model, x, meta.get("tta_flip", False),
-                              meta.get("tta_shift", 0))[0]
-        values, indices = probs.topk(min(top_k, len(classes)))
-        yield Prediction(str(path), [(classes[i], float(v))
-                                     for v, i in zip(values, indices, strict=True)])
+        probs = probabilities(model, meta, pixels.unsqueeze(0))[0]
+        yield Prediction(str(path), top_classes(probs, meta["classes"], top_k))
 
 
-def _image_paths(images: list[str | os.PathLike]) -> Iterator[Path]:
-    """Each path given; a folder's own image files (sorted, hidden ones left out) instead of it."""
-    suffixes = image_suffixes()
+def image_paths(images: list[str | os.PathLike]) -> list[tuple[Path, str | None]]:
+    """Each path given, or for a folder the image files under it, class subfolders and all
+    (see ``folder_images``); with an error for a folder that holds none. Listed whole before
+    the first prediction: a folder past the bound is refused before any output."""
+    found: list[tuple[Path, str | None]] = []
     for given in images:
         path = Path(given)
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes
-                       and not p.name.startswith(".")) if is_folder(path) else []
-        yield from found or [path]  # a folder without images is refused as not a file
+        if not is_folder(path):
+            found.append((path, None))
+            continue
+        inside = folder_images(path, MAX_PREDICT_IMAGES - len(found))
+        found += [(p, None) for p in inside] or [(path, f"{path}: no image files in this folder "
+                                                 "or its subfolders (such as .png or .jpg)")]
+    return found
+
+
+def folder_images(folder: Path, limit: int) -> list[Path]:
+    """The image files under ``folder`` (by suffix), sorted by path; hidden files and
+    folders left out; links to folders not followed, links to files only when they stay
+    inside ``folder``. More than ``limit`` is refused (ConfigError)."""
+    suffixes, root = image_suffixes(), folder.resolve()
+    found: list[Path] = []
+    for where, folders, files in os.walk(folder, followlinks=False):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in files:
+            path = Path(where) / name
+            if name.startswith(".") or path.suffix.lower() not in suffixes:
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                log.warning("left out %s: a link to a file outside %s", printable(path),
+                            printable(folder))
+                continue
+            found.append(path)
+            if len(found) > limit:
+                raise ConfigError(f"{printable(folder)}: more than {MAX_PREDICT_IMAGES:,} "
+                                  "images to predict with the ones before it, more than one "
+                                  "predict takes; give a smaller folder, or its subfolders in "
+                                  "turn")
+    return sorted(found)
 
 
 def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,

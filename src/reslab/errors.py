@@ -59,14 +59,25 @@ class Interrupted(ReslabError):
     """A run stopped by SIGINT or SIGTERM, its state saved; the message says how to go on."""
 
 
+def close_matches(name: object, known, n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The names of ``known`` closest to ``name``, as difflib finds them but ignoring case
+    (``RESNET50`` is one letter-case away from ``resnet50``, not six letters)."""
+    import difflib
+
+    by_lower: dict[str, str] = {}
+    for k in known:
+        by_lower.setdefault(str(k).lower(), str(k))
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [by_lower[c] for c in close]
+
+
 def check_fields(cls, names, error: type[ReslabError], label: str) -> None:
     """Refuse any of ``names`` that is not a field of dataclass ``cls``, naming the closest."""
     import dataclasses
-    import difflib
 
     known = sorted(f.name for f in dataclasses.fields(cls))
     for name in names:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3)
+            close = close_matches(name, known, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise error(f"{label} {name!r}{hint}")

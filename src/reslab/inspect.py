@@ -91,6 +91,11 @@ class Summary:
 
     __str__ = render
 
+    def __repr__(self) -> str:  # a notebook shows this; the dataclass's own lists every row
+        return (f"<Summary {self.model} at {format_shape(self.input_shape)}: {self.params:,} "
+                f"params, {format_count(self.macs)} MACs, depth {self.depth}; print() it for "
+                "the table>")
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -120,6 +125,10 @@ class Comparison:
         return f"{table}\n(changes relative to {first.model})\n{wrapped(CONVENTION)}"
 
     __str__ = render
+
+    def __repr__(self) -> str:
+        return (f"<Comparison of {', '.join(s.model for s in self.summaries)}; print() it for "
+                "the table>")
 
 
 def summary(model: nn.Module | str, input_size: InputSize = None, *, name: str | None = None,

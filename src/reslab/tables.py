@@ -20,6 +20,11 @@ def wrapped(text: str) -> str:
     return textwrap.fill(text, width=90)
 
 
+def count(n: int, word: str) -> str:
+    """``count(1, "epoch")`` -> "1 epoch", ``count(3, "epoch")`` -> "3 epochs"."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def format_count(n: int) -> str:
     """MACs and FLOPs with an SI prefix: 1.81 G, 118.01 M, 5.12 K."""
     for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):

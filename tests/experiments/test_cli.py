@@ -76,7 +76,7 @@ def test_grow_a_plain_network_with_plain_units(capsys, tmp_path, trained):
     code, out, err = run(capsys, "grow", source, "--stage", 1, "--blocks", 1, "--out", new,
                          "--no-shortcut")
     assert code == 0, err
-    assert "1 plain unit(s) added to stage 1" in out
+    assert "1 plain unit added to stage 1" in out
     model, _ = model_from_checkpoint(new)
     assert model.spec.depths == (2, 1) and all(u.is_plain for u in model.units())
 

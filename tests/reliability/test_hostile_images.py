@@ -99,7 +99,7 @@ REFUSED = {
     "zero bytes": "unreadable image (cannot identify image file",
     "text as png": "unreadable image (cannot identify image file",
     "missing": "unreadable image ([Errno 2] No such file or directory",
-    "directory": "not a regular file (a folder",  # a folder without images in it
+    "directory": "no image files in this folder or its subfolders",
 }
 HANDLED = ["1x1", "16-bit grey", "palette", "rgba", "cmyk jpeg"]
 

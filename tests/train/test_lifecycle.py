@@ -111,8 +111,32 @@ def test_freeze_names_the_parts_it_knows():
     model = create_model("resnet14", num_classes=10, in_channels=1)
     assert freeze(model, ("stem", "layer1"), None) == ("stem", "layer1")
     assert not model.conv1.weight.requires_grad and model.layer2[0].conv1.weight.requires_grad
-    with pytest.raises(ConfigError, match="parts stem, layer1, layer2, layer3, head"):
+    with pytest.raises(ConfigError, match=r"parts stem, layer1, layer2, layer3, avgpool, fc "
+                                          r"\(as `reslab summary` names them\)"):
         freeze(model, ("layer9",), None)
+
+
+@pytest.mark.parametrize("name", ["resnet14", "resnetv2_50", "lenet_bn"])
+def test_freeze_and_summary_name_the_parts_alike(name):
+    """The classifier is fc (or head, timm's name) in both; `head`, the name freeze gave every
+    piece after the last stage, still freezes them all."""
+    from reslab.inspect import summary
+    from reslab.training.finetune import model_parts
+
+    model = create_model(name, num_classes=10, in_channels=1)
+    if not hasattr(model, "stage_names"):  # LeNet: no stages, nothing to freeze
+        with pytest.raises(ConfigError, match="has no stages to freeze"):
+            freeze(model, ("stem",), None)
+        return
+    rows = [row.name for row in summary(model, (1, 64, 64)).rows]
+    assert list(model_parts(model)) == rows
+    head = rows[rows.index(model.stage_names[-1]) + 1:]
+    # timm's classifier is called head: there the name is that part alone
+    assert freeze(model, ("head",), None) == (("head",) if "head" in rows else tuple(head))
+    classifier = model.get_classifier()
+    assert not any(p.requires_grad for p in classifier.parameters())
+    assert freeze(create_model(name, num_classes=10, in_channels=1), (), rows[-1]) == tuple(
+        rows[:-1])
 
 
 def test_the_backbone_learns_at_a_fraction_of_the_head_rate():
@@ -302,7 +326,7 @@ def test_progress_goes_to_stderr_and_results_to_stdout_through_a_pipe(tmp_path, 
     note, *lines = run.stderr.splitlines()
     assert note.startswith("whitened stem: 16 filters")  # what the fast preset did first
     assert lines[0].startswith("resnet14: ") and "parameters" in lines[0] and "MACs" in lines[0]
-    assert "260 train / 40 val / 60 test images, 1x16x16" in lines[0]
+    assert "96 train (subset of 260) / 40 val / 60 test images, 1x16x16" in lines[0]
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
     assert "\x1b[" not in run.stderr  # no bar, no colours
 

@@ -147,3 +147,35 @@ def test_the_d2l_preset_runs_with_its_empty_validation_split(image_folder, tmp_p
     assert result.test["best_val_acc"] is None and result.test["images"] == 60
     assert math.isfinite(result.history[-1]["train_loss"])
     assert result.history[-1]["val_acc"] is None
+
+
+def test_a_presets_tuned_levers_apply_only_to_the_network_they_were_tuned_for():
+    from reslab.training.config import untuned_note
+
+    own = preset("fast")
+    assert (own.model, own.whiten_stem, own.lr, own.epochs) == ("fast_resnet10", True, 0.6, 3)
+    assert preset("fast", model="fast_resnet10") == own
+    other = preset("fast", model="resnet20")  # the plain recipe, the preset's length
+    assert (other.whiten_stem, other.lr, other.epochs) == (False, TrainConfig.lr, 3)
+    assert (other.optimizer, other.nesterov, other.schedule) == ("sgd", True, "onecycle")
+    best = preset("best", model="d2l_resnet18")  # generic augmentation stays
+    assert (best.whiten_stem, best.lr, best.erase, best.crop_padding) == (False, 0.2, 0.5, 2)
+    assert preset("fast", model="resnet20", lr=0.6).lr == 0.6  # options still win
+    note = untuned_note("fast", "resnet20")
+    assert note.startswith("preset fast: its levers (whiten_stem True, lr 0.6) are tuned for "
+                           "fast_resnet10, so resnet20 trains on the plain recipe")
+    assert untuned_note("fast", "resnet20", given={"lr"}).count("lr 0.6") == 0
+    assert untuned_note("fast", "resnet20", given={"lr", "whiten_stem"}) is None
+    assert untuned_note("fast", "fast_resnet10") is None and untuned_note("d2l", "x") is None
+
+
+def test_print_config_shows_the_recipe_a_model_gets(capsys):
+    import json
+
+    from reslab.cli import main
+
+    assert main(["train", "--model", "resnet20", "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert (shown["model"], shown["whiten_stem"], shown["lr"]) == ("resnet20", False, 0.2)
+    assert err.startswith("note: preset fast: its levers") and err.count("\n") == 1

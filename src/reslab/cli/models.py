@@ -106,10 +106,11 @@ def run_models(options: Namespace) -> int:
 
 def run_grow(ns: Namespace) -> int:
     from reslab.deploy import grow_checkpoint
+    from reslab.tables import count
 
     path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,
                                   shortcut=ns.shortcut)
     kind = "identity-initialised residual" if ns.shortcut else "plain"
-    print(f"wrote {path}: {ns.blocks} {kind} unit(s) added to stage {ns.stage}; depths now "
-          f"{list(grown.spec.depths)} ({grown.spec.depth} layers)")
+    print(f"wrote {path}: {count(ns.blocks, kind + ' unit')} added to stage {ns.stage}; depths "
+          f"now {list(grown.spec.depths)} ({grown.spec.depth} layers)")
     return 0

@@ -16,6 +16,13 @@ import types
 import typing
 from typing import Any, NoReturn
 
+# what other tools call an option, for the "did you mean" of an unknown one: spelling alone
+# (difflib) does not lead from --learning-rate to --lr
+SYNONYMS = {"--learning-rate": "--lr", "--num-epochs": "--epochs",
+            "--n-epochs": "--epochs", "--bs": "--batch-size", "--wd": "--weight-decay",
+            "--dataset": "--data", "--arch": "--model", "--output": "--out",
+            "--output-dir": "--out", "--out-dir": "--out", "--checkpoint": "--resume"}
+
 
 class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -25,6 +32,33 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """A wrong type, unknown option or missing argument: one line and exit 2 (not usage)."""
         self.exit(2, f"reslab: error: {' '.join(message.split())} (see: {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Arguments no option of this parser takes are refused here, by the (sub)command
+        they were given to: its help is the one to read, its options the ones to suggest
+        (argparse would hand them up to ``reslab``, which knows neither)."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._closest(extras)}")
+        return namespace, extras
+
+    def _closest(self, extras: list[str]) -> str:
+        from reslab.errors import close_matches
+
+        options = [o for action in self._actions for o in action.option_strings
+                   if o.startswith("--")]
+        for extra in extras:
+            if not extra.startswith("-"):
+                continue
+            name = "--" + extra.split("=", 1)[0].lstrip("-").replace("_", "-")
+            name = SYNONYMS.get(name, name)
+            # --no-x only when the user wrote a --no-: else each flag would come up twice
+            candidates = [o for o in options if name.startswith("--no") or
+                          not o.startswith("--no-")]
+            close = [name] if name in options else close_matches(name, candidates, n=3)
+            if close:
+                return f" (did you mean {' or '.join(close)}?)"
+        return ""
 
 
 def finite_float(text: str) -> float:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from argparse import Namespace
 
 from reslab.cli.parser import add_config_options, given
+from reslab.tables import count
 from reslab.training.config import GROUPS, PRESETS, TrainConfig, preset, read_config_file
 
 
@@ -85,8 +87,15 @@ def run_train(ns: Namespace) -> int:
         from reslab.training.config import preset
 
         name, options = resolve_options(ns)
-        if ns.print_config:
-            print(json.dumps(preset(name, **options).to_dict(), indent=2))
+        if ns.print_config:  # refused as the run would be, before it read any data
+            from reslab.training.config import untuned_note
+            from reslab.training.run import check_before_data
+
+            config = preset(name, **options)
+            check_before_data(config)
+            if note := untuned_note(name, config.model, options):
+                print(f"note: {note}", file=sys.stderr)
+            print(json.dumps(config.to_dict(), indent=2))
             return 0
         result = train(preset_name=name, **options)
     test = result.test
@@ -94,7 +103,7 @@ def run_train(ns: Namespace) -> int:
         return 0
     chosen = ("the last epoch, no validation split" if test["best_val_acc"] is None
               else f"chosen by validation accuracy {test['best_val_acc']:.4f}")
-    print(f"test accuracy {test['accuracy']:.4f} on {test['images']:,} images "
+    print(f"test accuracy {test['accuracy']:.4f} on {count(test['images'], 'image')} "
           f"(model of epoch {test['best_epoch']}, {chosen}); "
           f"{test['train_seconds']:.0f} s of training")
     print(f"run directory: {result.run_dir}")
@@ -131,7 +140,7 @@ def run_eval(ns: Namespace) -> int:
                           "confusion": result.confusion.tolist()}, indent=2))
         return 0
     print(f"{printable(meta['model'])} on {ns.split}: accuracy {result.accuracy:.4f}, loss "
-          f"{result.loss:.4f}, {result.count:,} images")
+          f"{result.loss:.4f}, {count(result.count, 'image')}")
     names = {printable(name): accuracy for name, accuracy in per_class.items()}
     width = max(map(len, names))
     for name, accuracy in names.items():

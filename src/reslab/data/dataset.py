@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import os
@@ -26,7 +25,7 @@ from reslab.data.splits import (
     fingerprint,
     hold_out,
 )
-from reslab.errors import ConfigError, UnknownNameError
+from reslab.errors import ConfigError, UnknownNameError, close_matches
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +168,7 @@ def _resolve(name: str | os.PathLike) -> tuple[str, Path | None]:
             return key, None
     if os.sep in name or name.startswith(("~", ".")) or Path(name).exists():
         return "", Path(name)
-    close = difflib.get_close_matches(name.lower(), BUILTIN, n=2, cutoff=0.5)
+    close = close_matches(name, BUILTIN, n=2, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     raise UnknownNameError(f"unknown data set {name!r}; known: {', '.join(BUILTIN)}, or an "
                            f"image folder given as a path or folder:PATH{hint}")

@@ -48,15 +48,21 @@ def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as opened:
             _refuse_bomb(opened)
-            image = ImageOps.exif_transpose(opened)
-            if image.mode.startswith("I;16"):  # 16-bit grey: convert() would clip it at 255
-                image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
-            image = image.convert(MODES[channels])
-        image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
+            return image_pixels(opened, size, channels)
     except Image.DecompressionBombError as error:
         raise CorruptDataError(f"{path}: refused, possible decompression bomb ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptDataError(f"{path}: unreadable image ({error})") from None
+
+
+def image_pixels(image: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """A Pillow image as uint8 ``(channels, size, size)``: turned upright by its EXIF tag,
+    converted to grey or RGB, shorter side resized to ``size`` and centre-cropped. Files and
+    in-memory images (``reslab.load(...).predict``) go through this same conversion."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):  # 16-bit grey: convert() would clip it at 255
+        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+    image = ImageOps.fit(image.convert(MODES[channels]), (size, size), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8))
     return pixels.reshape(size, size, channels).permute(2, 0, 1).contiguous()
 

@@ -13,13 +13,12 @@ report.md. Adding one is a module and a line in ``EXPERIMENTS`` below.
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Any
 
 from reslab.data import Dataset
 from reslab.deploy import grow_checkpoint
-from reslab.errors import ConfigError, UnknownNameError
+from reslab.errors import ConfigError, UnknownNameError, close_matches
 from reslab.experiments import cost, degradation, gradients, nested, orderings
 from reslab.experiments.executor import execute
 from reslab.experiments.protocol import Experiment
@@ -34,7 +33,7 @@ __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "grow", "grow_checkpoi
 
 def get_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
-        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=1, cutoff=0.5)
+        close = close_matches(name, list(EXPERIMENTS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UnknownNameError(f"unknown experiment {name!r}{hint}; choose one of "
                                f"{', '.join(EXPERIMENTS)}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.io import atomic_write_text
+from reslab.tables import count  # here too, for the experiments' reports
 from reslab.training.plots import save_figure
 from reslab.training.rundir import machine, versions
 
@@ -25,11 +26,6 @@ def new_figure(panels: int = 1, *, size: tuple[float, float] | None = None, **op
     figure = Figure(figsize=size or (5.5 * panels, 4), layout="constrained")
     axes = figure.subplots(1, panels, **options)
     return figure, axes
-
-
-def count(n: int, word: str) -> str:
-    """``count(1, "epoch")`` -> "1 epoch", ``count(3, "epoch")`` -> "3 epochs"."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def noise(rate: float, images: int) -> float:
@@ -121,7 +117,7 @@ def write_report(
         *(f"![{Path(file).stem}]({file})\n\n*{caption}*" for file, caption in figures.items()),
         f"Run in {described} in {seconds / 60:.1f} min ({train_seconds / 60:.1f} min of "
         f"training, earlier attempts' included) on {record['machine']['cpu']} "
-        f"({record['machine']['torch_threads']} threads); every number is in "
+        f"({count(record['machine']['torch_threads'], 'thread')}); every number is in "
         "[results.json](results.json), and each training run's directory is under `runs/`.",
     ]
     atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")

@@ -6,11 +6,10 @@ checkpoint, and a module defined outside reslab is used by registering its name 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from reslab.errors import SpecError
+from reslab.errors import SpecError, close_matches
 
 F = TypeVar("F", bound=Callable)
 
@@ -42,7 +41,7 @@ class Registry(Generic[F]):
         return self._factories[name]
 
     def unknown(self, name: object) -> str:
-        close = difflib.get_close_matches(str(name), self.names(), n=3)
+        close = close_matches(name, self.names(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return (f"unknown {self.field} {name!r}{hint}: choose one of {', '.join(self.names())}, "
                 f"or register it first with reslab.models.register_{self.field}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
-from reslab.errors import SpecError, UnknownNameError
+from reslab.errors import SpecError, UnknownNameError, close_matches
 from reslab.models.build import build
 from reslab.models.features import FeatureNet
 from reslab.models.lenet import LeNetBN
@@ -151,9 +150,15 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def _unknown(name: str) -> UnknownNameError:
-    close = difflib.get_close_matches(name, list_models(), n=4, cutoff=0.5)
+    close = close_matches(name, list_models(), n=4, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else "; `reslab models` lists them all"
     return UnknownNameError(f"unknown model {name!r}{hint}")
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name the zoo lacks (naming the closest) before any work is done for it."""
+    if name not in SPECS and name not in BASELINES:
+        raise _unknown(name)
 
 
 def get_spec(name: str, **overrides: Any) -> ResNetSpec:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,8 +28,9 @@ GROUPS = ("data", "model", "optimisation", "augmentation", "speed", "run")
 @dataclass
 class TrainConfig:
     """Everything a run depends on. The defaults are a plain recipe with every fast-training
-    lever off; the ``fast`` preset (what ``reslab train`` and ``reslab.train`` start from)
-    is these defaults and the levers it turns on (``PRESETS``)."""
+    lever off, which trains every zoo network; the ``fast`` preset (what ``reslab train`` and
+    ``reslab.train`` start from) is these defaults and the levers it turns on (``PRESETS``,
+    and ``TUNED`` for fast_resnet10 only)."""
 
     # data
     data: str = option("fashion-mnist", "data set: fashion-mnist, mnist, cifar10, cifar100, or "
@@ -53,13 +55,14 @@ class TrainConfig:
     init: Literal["default", "xavier"] = option(
         "default", "initial weights: the model's own, or xavier (D2L's train_ch6)", "model")
     init_from: str | None = option(
-        None, "start from a weights file: a reslab checkpoint (brings its model) or a "
-        "torchvision/timm state dict (.pth, .safetensors; give --model)", "model", "FILE")
+        None, "start from a weights file: a reslab checkpoint or run folder (brings its model) "
+        "or a torchvision/timm state dict (.pth, .safetensors; give --model)", "model", "FILE")
     normalize: Literal["auto", "data", "imagenet"] = option(
         "auto", "input normalisation: the data's own mean/std, ImageNet's, or auto (the "
         "weights' own when starting from a file whose normalisation is known)", "model")
     freeze: tuple[str, ...] = option(
-        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1)", "model")
+        (), "keep these parts unchanged, weights and BN statistics (e.g. stem,layer1; the "
+        "parts as `reslab summary` names them)", "model")
     freeze_until: str | None = option(
         None, "freeze every part before this one (e.g. layer3: stem, layer1, layer2)", "model",
         "PART")
@@ -227,19 +230,19 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-# Named recipes: the fields they set on top of the defaults.
+# Named recipes: the fields they set on top of the defaults, for any model.
 PRESETS: dict[str, dict[str, Any]] = {
     # the default: the shortest time to 93% test accuracy on a 2-core CPU, each choice made
-    # on the validation split (docs/benchmarks.md, "Time to accuracy"): fast_resnet10,
-    # a whitening first convolution, one-cycle to lr 0.6 over 3 epochs, flips, flip TTA
-    "fast": dict(whiten_stem=True, lr=0.6, epochs=3),
+    # on the validation split (docs/benchmarks.md, "Time to accuracy"): fast_resnet10 with
+    # its levers (TUNED), one-cycle over 3 epochs, flips, flip TTA
+    "fast": dict(epochs=3),
     # the same recipe trained longer: 94% test accuracy within 600 s on 2 cores (chosen on the
     # validation split: 14 epochs reached 0.9420 there)
-    "accurate": dict(whiten_stem=True, lr=0.6, epochs=14),
+    "accurate": dict(epochs=14),
     # the most accuracy for about an hour of 2 CPU cores: the same network over 45 epochs,
     # now with translations of up to 2 pixels and random erasing (Zhong et al. 2017: p = 0.5
     # on Fashion-MNIST) so the long run does not overfit, and shifted views at evaluation
-    "best": dict(whiten_stem=True, lr=0.6, epochs=45, crop_padding=2, erase=0.5, tta_shift=1),
+    "best": dict(epochs=45, crop_padding=2, erase=0.5, tta_shift=1),
     # seed 003 / D2L train_ch6 exactly: ResNet-18 at 96x96, plain SGD 0.05, 10 epochs,
     # Xavier init, no augmentation, no tricks
     "d2l": dict(
@@ -260,16 +263,47 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Levers tuned on one network, which a preset sets only when it trains that network: a frozen
+# whitening stem and lr 0.6 make fast_resnet10 fast, and resnet20 train at chance or
+# d2l_resnet18 diverge. Any other --model trains on the plain recipe (TrainConfig's
+# defaults: SGD + Nesterov, one-cycle to lr 0.2, no whitening), which trains every zoo network.
+FAST_RESNET10_LEVERS = ("fast_resnet10", dict(whiten_stem=True, lr=0.6))
+TUNED: dict[str, tuple[str, dict[str, Any]]] = {
+    name: FAST_RESNET10_LEVERS for name in ("fast", "accurate", "best")}
 
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A preset's config with some fields changed: ``preset("d2l", epochs=2)``."""
+
+def recipe(name: str, model: str | None = None) -> dict[str, Any]:
+    """The fields preset ``name`` sets when it trains ``model`` (default: its own)."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=3, cutoff=0.3)
+        close = difflib.get_close_matches(name.lower(), list(PRESETS), n=3, cutoff=0.3)
         raise UnknownNameError(
             f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}"
             + (f" (closest: {', '.join(close)})" if close else "")
         )
-    values = PRESETS[name] | overrides
+    values = dict(PRESETS[name])
+    tuned_model, levers = TUNED.get(name, (None, {}))
+    if model in (None, tuned_model):
+        values |= levers
+    return values
+
+
+def untuned_note(name: str, model: str, given: Iterable[str] = ()) -> str | None:
+    """What a run is told when preset ``name``'s levers (less those ``given`` as options) were
+    left off for ``model``."""
+    tuned_model, levers = TUNED.get(name, (None, {}))
+    shown = ", ".join(f"{k} {v}" for k, v in levers.items() if k not in set(given))
+    if tuned_model is None or model == tuned_model or not shown:
+        return None
+    return (f"preset {name}: its levers ({shown}) are tuned for {tuned_model}, so {model} "
+            f"trains on the plain recipe (SGD + Nesterov, one-cycle to lr "
+            f"{TrainConfig.lr}); give them as options to try them")
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A preset's config with some fields changed: ``preset("d2l", epochs=2)``. A preset's
+    levers tuned for one network (``TUNED``) apply only when it trains that network."""
+    model = overrides.get("model", PRESETS.get(name, {}).get("model", TrainConfig.model))
+    values = recipe(name, model) | overrides
     if name == "paper-cifar" and values.get("model") == "resnet110" and "warmup_lr" not in values:
         values["warmup_lr"] = 0.01  # the paper's warm-up for ResNet-110 only
     return TrainConfig().replace(**values)
@@ -330,8 +364,21 @@ def _check_out(cfg: TrainConfig) -> None:
     from reslab.paths import check_run_folder
 
     if cfg.out is not None:
-        inputs = [str(cfg.data).removeprefix("folder:"), cfg.data_dir, cfg.init_from]
+        inputs = [str(cfg.data).removeprefix("folder:"), cfg.data_dir, *_weights_inputs(cfg)]
         check_run_folder(cfg.out, "--out", [i for i in inputs if i])
+
+
+def _weights_inputs(cfg: TrainConfig) -> list[str]:
+    """What --init-from reads: the file or run folder given and, for a checkpoint in a run's
+    checkpoints/ folder, that run (a new run there would replace the file being read)."""
+    if cfg.init_from is None:
+        return []
+    from pathlib import Path
+
+    given = Path(os.path.expanduser(cfg.init_from))  # an unknown ~user is refused when read
+    run = given.parent.parent
+    in_run = given.parent.name == "checkpoints" and (run / "config.json").is_file()
+    return [cfg.init_from, *([str(run)] if in_run else [])]
 
 
 def _positive_int(cfg: TrainConfig, *names: str, optional: bool = False) -> None:

@@ -21,6 +21,10 @@ class EvalResult:
     def count(self) -> int:
         return int(self.confusion.sum())
 
+    def __repr__(self) -> str:  # one line; .confusion holds the matrix
+        return (f"EvalResult(accuracy {self.accuracy:.4f}, loss {self.loss:.4f}, "
+                f"{self.count:,} images)")
+
     def per_class(self, classes: list[str]) -> dict[str, float]:
         totals = self.confusion.sum(dim=1).clamp(min=1)
         return {c: float(self.confusion[i, i] / totals[i]) for i, c in enumerate(classes)}

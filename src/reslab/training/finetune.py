@@ -15,8 +15,8 @@ from reslab.data import Dataset
 from reslab.errors import ConfigError, ReslabError, WeightsError
 from reslab.models import build, create_model, load_weights, pretrained_cfg, read_metadata
 from reslab.models.weights import read_state_dict
-from reslab.paths import expand
-from reslab.training.checkpoint import checked_spec
+from reslab.paths import expand, is_folder
+from reslab.training.checkpoint import checked_spec, resolve_checkpoint
 from reslab.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
     depth, its channels) and normalisation; a torchvision/timm state dict needs ``--model``.
     A different class count swaps the head, a different channel count adapts the first conv."""
     path = expand(config.init_from, "--init-from")
+    if is_folder(path):  # a run folder: its best checkpoint, as eval, predict and export take it
+        path = resolve_checkpoint(path)
     if not path.is_file():
         raise ConfigError(f"--init-from {path}: no such file; give a weights file (.pth, "
                           ".safetensors) or a reslab checkpoint")
@@ -119,7 +121,8 @@ def _normalisation(choice: str, own: tuple[tuple, tuple] | None,
 
 
 def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
-    """The parts ``--freeze`` names, in order: stem, each stage, head."""
+    """The parts ``--freeze`` names, in order, as ``reslab summary`` names its rows: stem,
+    each stage, then each piece of the head (norm, final_act, avgpool, the classifier: fc)."""
     stages = list(getattr(model, "stage_names", []))
     if not stages:
         raise ConfigError(f"{type(model).__name__} has no stages to freeze")
@@ -130,8 +133,19 @@ def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
     last = names.index(stages[-1].split(".")[0])
     parts = {"stem": [m for _, m in children[:first]]}
     parts |= {s: [model.get_submodule(s)] for s in stages}
-    parts["head"] = [m for _, m in children[last + 1:]]
+    parts |= {n: [m] for n, m in children[last + 1:] if not isinstance(m, nn.Identity)}
     return parts
+
+
+def _resolve_part(name: str, parts: dict[str, list[nn.Module]], stages: int) -> list[str]:
+    """The parts a name stands for: itself, or for ``head`` (the name before parts were
+    named as summary names them) every piece after the last stage."""
+    if name in parts:
+        return [name]
+    if name == "head":
+        return list(parts)[1 + stages:]
+    raise ConfigError(f"cannot freeze {name!r}: the model has the parts {', '.join(parts)} "
+                      "(as `reslab summary` names them)")
 
 
 def freeze(model: nn.Module, names: tuple[str, ...], until: str | None) -> tuple[str, ...]:
@@ -141,11 +155,10 @@ def freeze(model: nn.Module, names: tuple[str, ...], until: str | None) -> tuple
         return ()
     parts = model_parts(model)
     order = list(parts)
-    for name in [*names, *([until] if until else [])]:
-        if name not in parts:
-            raise ConfigError(f"cannot freeze {name!r}: {type(model).__name__} has the parts "
-                              f"{', '.join(order)}")
-    chosen = set(names) | (set(order[:order.index(until)]) if until else set())
+    stages = len(model.stage_names)
+    chosen = {p for name in names for p in _resolve_part(name, parts, stages)}
+    if until is not None:
+        chosen |= set(order[:order.index(_resolve_part(until, parts, stages)[0])])
     for name in chosen:
         for module in parts[name]:
             for p in module.parameters():

@@ -21,6 +21,7 @@ from torch import nn
 
 from reslab.data import AugmentConfig, BatchLoader, Dataset
 from reslab.errors import ConfigError, Interrupted, TrainingError
+from reslab.paths import printable
 from reslab.training import distributed
 from reslab.training.checkpoint import load_checkpoint
 from reslab.training.config import TrainConfig
@@ -46,6 +47,15 @@ class FitResult:
     best_val_acc: float | None  # None without a validation split
     test: dict[str, Any] = field(default_factory=dict)  # accuracy, loss, per_class
     model: nn.Module | None = None  # the selected (best on validation) model
+
+    def __repr__(self) -> str:  # a notebook shows this: two lines, the rest as attributes
+        test = self.test
+        tested = (f"test accuracy {test['accuracy']:.4f} on {test['images']:,} images"
+                  if "accuracy" in test else "not tested")
+        val = f", val {self.best_val_acc:.4f}" if self.best_val_acc is not None else ""
+        chosen = f" (model of epoch {test['best_epoch']}{val})" if "best_epoch" in test else ""
+        return (f"FitResult: {tested}{chosen}, {len(self.history)} epoch(s)\n"
+                f"  run_dir {printable(self.run_dir)}; .test, .history, .model")
 
 
 def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
@@ -171,7 +181,7 @@ def fit(
             if resume:
                 _resume(state, writer, world, total_steps)
             state.net = _wrap(model, config, world, device)
-            for note in notes:
+            for note in [*notes, *state.notes]:
                 progress.line(note)
             progress.line(start_line(state, data, config, writer.path, epochs))
 
@@ -369,6 +379,7 @@ def run_metadata(model: nn.Module, config: TrainConfig, data: Dataset) -> dict[s
 def start_line(state: TrainState, data: Dataset, config: TrainConfig, path: Path,
                epochs: int) -> str:
     from reslab.inspect import format_count, summary
+    from reslab.tables import count
 
     model = state.model
     params = sum(p.numel() for p in model.parameters())
@@ -380,12 +391,15 @@ def start_line(state: TrainState, data: Dataset, config: TrainConfig, path: Path
         macs = ""
     frozen = f" ({trainable:,} trained)" if trainable < params else ""
     where = f"from step {state.counters.step}, " if state.counters.step else ""
+    train = f"{len(data.train):,} train"
+    if config.train_subset is not None:  # the images it trains on, not the split's
+        train = f"{config.train_subset:,} train (subset of {len(data.train):,})"
     test = f"{len(data.test):,} test" + (" (held out)" if data.source.test_origin else "")
     return (f"{config.model}: {params:,} parameters{frozen}{macs} | {data.name}: "
-            f"{len(data.train):,} train / {len(data.val):,} val / {test} images, "
-            f"{'x'.join(map(str, shape))} | {where}{epochs} epochs of "
-            f"{state.steps_per_epoch} steps | {state.device.type}, {state.precision}, "
-            f"{torch.get_num_threads()} threads | run directory {path}")
+            f"{train} / {len(data.val):,} val / {test} images, "
+            f"{'x'.join(map(str, shape))} | {where}{count(epochs, 'epoch')} of "
+            f"{count(state.steps_per_epoch, 'step')} | {state.device.type}, {state.precision}, "
+            f"{count(torch.get_num_threads(), 'thread')} | run directory {path}")
 
 
 def progressive_side(start: int, full: int, epoch: int, epochs: int) -> int:

@@ -14,8 +14,9 @@ from torch import nn
 from reslab.data import Dataset, load_dataset
 from reslab.errors import ConfigError, WeightsError
 from reslab.models import ResNetSpec, build, create_model, read_metadata
-from reslab.paths import expand
-from reslab.training.config import TrainConfig, preset
+from reslab.paths import expand, printable
+from reslab.tables import count
+from reslab.training.config import TrainConfig, preset, untuned_note
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
 from reslab.training.rundir import RunDir
@@ -53,14 +54,16 @@ def train(
         return _resume(expand(resume, "--resume"), options, on_epoch_end)
     model_given = "model" in options or (config is not None
                                          and config.model != TrainConfig.model)
+    notes: list[str] = []
     if config is None:
         config = preset(preset_name or "fast", **options)
+        if note := untuned_note(preset_name or "fast", config.model, options):
+            notes.append(note)
     elif options:
         config = config.replace(**options)
-    config.validate()
+    check_before_data(config)
     data = _load_data(config)
     torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
-    notes: list[str] = []
     if config.init_from is not None:
         if config.whiten_stem:  # the weights bring their own first convolution
             config = config.replace(whiten_stem=False)
@@ -79,6 +82,15 @@ def train(
                notes=notes)
 
 
+def check_before_data(config: TrainConfig) -> None:
+    """What a new run can refuse before it reads any data (``--print-config`` checks it too):
+    its fields, and the model's name (a checkpoint given to --init-from brings its own)."""
+    from reslab.models.zoo import check_model_name
+
+    config.validate()
+    check_model_name(config.model)
+
+
 def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
     run = _run_of(path)
     meta = read_metadata(run.last)
@@ -91,7 +103,7 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
                           f"change: {', '.join(refused)}. Start a new run instead (--init-from "
                           f"{run.last} keeps the weights)")
     config = saved.replace(**options)
-    _check_length(config, meta, run.last)
+    _check_length(config, meta, run)
     data = _load_data(config)
     if config.init_from is not None:  # the run was normalised as the weights were
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
@@ -136,11 +148,26 @@ def _as_saved(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _check_length(config: TrainConfig, meta: dict[str, Any], path: Path) -> None:
-    done = meta.get("epoch", 0)
-    if isinstance(done, int) and config.epochs < done:
-        raise ConfigError(f"--epochs {config.epochs} is fewer than the {done} epochs {path} has "
-                          "already trained; a run can be extended, not shortened")
+def _check_length(config: TrainConfig, meta: dict[str, Any], run: RunDir) -> None:
+    """Refuse a length that leaves nothing to train, before any file of the run is touched:
+    shorter than what is done, or no longer than a run that finished (results.json written;
+    without it the run ends its last epoch or its test now)."""
+    done, steps = meta.get("epoch", 0), meta.get("step", 0)
+    if not isinstance(done, int) or not isinstance(steps, int):
+        return  # a damaged header: the checkpoint's own checks name it
+    if config.epochs < done:
+        raise ConfigError(f"--epochs {config.epochs} is fewer than the {count(done, 'epoch')} "
+                          f"{printable(run.last)} has already trained; a run can be extended, "
+                          "not shortened")
+    if not run.results.is_file():
+        return
+    if config.max_steps is not None and steps >= config.max_steps:
+        raise ConfigError(f"{printable(run.path)} already finished its "
+                          f"{count(steps, 'step')} (--max-steps {config.max_steps}); "
+                          f"`--max-steps N` (N > {steps}) extends it")
+    if done >= config.epochs:
+        raise ConfigError(f"{printable(run.path)} already finished its {count(done, 'epoch')}; "
+                          f"`--epochs M` (M > {done}) extends it")
 
 
 def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], run: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from reslab.errors import WeightsError
+from reslab.paths import printable
 from reslab.training.config import TrainConfig
 from reslab.training.lookahead import Lookahead
 from reslab.training.optim import (
@@ -90,6 +92,7 @@ class TrainState:
                           if config.lookahead_steps else None)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.counters = Counters(total_steps=total_steps)
+        self.notes: list[str] = []  # what loading a checkpoint has to tell the user
 
     @property
     def evaluated(self) -> nn.Module:
@@ -153,13 +156,27 @@ class TrainState:
         self.counters = counters
         if total_steps > counters.total_steps:
             if ends_with_the_run(self.config):
+                finished = counters.step >= counters.total_steps
                 continuation = continue_schedule(self.optimizer, self.config,
                                                  total_steps - counters.step,
                                                  self._rate_to_continue_from(),
                                                  rise=max(self._peak_step() - counters.step, 0))
                 self._set_main(continuation)
                 counters.continuation = continuation.plan
+                if finished:
+                    self.notes.append(self._extension_note(continuation.plan, source))
             counters.total_steps = total_steps
+
+    def _extension_note(self, plan: dict[str, Any], source: str) -> str:
+        """A finished run's schedule ended near zero, and its extension goes on from there
+        (no jump, so a resumed run stays bitwise the run it was): said out loud, with the way
+        to a fresh cycle, as the added steps will hardly move the weights."""
+        lr = self.config.lr
+        run = Path(source).parent.parent if Path(source).parent.name == "checkpoints" else source
+        return (f"extension: the {self.config.schedule} schedule ended with the run, so the "
+                f"added steps train at lr {lr * plan['start_fraction']:.2g} falling to "
+                f"{lr * plan['final_fraction']:.2g}; for a fresh cycle start a new run from "
+                f"this one: reslab train --init-from {printable(run)} --lr X")
 
     def _peak_step(self) -> int:
         """The step at which the schedule in place reaches its peak rate."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from reslab.data import BatchTransform, Dataset
 from reslab.errors import ConfigError
+from reslab.tables import count
 
 PATCH_IMAGES = 5_000  # images the patch covariance is estimated from (enough for 9-27 dims)
 EPSILON = 5e-4  # added to each variance: directions with almost none are not blown up
@@ -55,8 +56,8 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor) -> str:
     the patch's dimensions, the rest keep their initial filters (frozen too)."""
     conv = first_conv(model)
     if images.shape[1] != conv.in_channels:
-        raise ConfigError(f"whiten_stem: images have {images.shape[1]} channels, the first "
-                          f"convolution takes {conv.in_channels}")
+        raise ConfigError(f"whiten_stem: images have {count(images.shape[1], 'channel')}, the "
+                          f"first convolution takes {conv.in_channels}")
     values, vectors = patch_statistics(images[:PATCH_IMAGES], conv)
     pairs = min(conv.out_channels // 2, len(values))
     filters = vectors[:pairs] / (values[:pairs, None, None, None] + EPSILON).sqrt()
