@@ -86,7 +86,6 @@ def test_predict_a_file_a_folder_and_json(run):
     assert all(row["error"] is None and len(row["top"]) == 1 for row in rows)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: predict on a folder of class folders")
 def test_predict_a_folder_of_class_folders(run):
     _, folder, images = run
     result = cli("predict", folder, images, "--json")
@@ -127,11 +126,7 @@ def test_extend_a_run(run, tmp_path):
     assert [row["epoch"] for row in rows] == [1, 2]
 
 
-@pytest.mark.parametrize("source", [
-    "checkpoint",
-    pytest.param("run folder", marks=pytest.mark.xfail(
-        strict=True, reason="issue 26: --init-from RUN_FOLDER")),
-])
+@pytest.mark.parametrize("source", ["checkpoint", "run folder"])
 def test_init_from(run, fixtures, tmp_path, source):
     kind, folder, _ = run
     weights = folder / "checkpoints" / "last.safetensors" if source == "checkpoint" else folder
