@@ -1,0 +1,125 @@
+"""One model of every builder kind trains a few steps with default options: only ``--model``,
+the data and options that shrink the run (``--train-subset``, ``--batch-size``,
+``--max-steps``, ``--val-size``). Each step's loss is read as the loop computes it (a wrapper
+around ``train_step``); the same 32 images are seen in each of two epochs, so the mean loss
+of the second epoch below the first's is the run learning, not a different batch.
+
+The three orderings no zoo name has ((b), (c), (d)) are not reachable from ``--model``: they
+go through the Python API a user has for them (``reslab.build`` + ``reslab.fit``).
+"""
+
+import json
+import math
+
+import pytest
+
+import reslab
+import reslab.training.loop as LOOP
+from reslab import ResNetSpec
+from reslab.data import load_dataset
+from reslab.training import preset
+
+from .conftest import cli
+
+SHRINK = ["--train-subset", 32, "--batch-size", 16, "--max-steps", 4, "--val-size", 20, "--quiet"]
+KINDS = {
+    "fast_resnet10": "the default model",
+    "resnet18": "torchvision basic",
+    "resnet50": "torchvision bottleneck",
+    "resnext50_32x4d": "ResNeXt",
+    "wide_resnet50_2": "wide",
+    "resnet20": "CIFAR option A, ordering (a) original",
+    "plain20": "plain, no shortcuts",
+    "preact_resnet18": "ordering (e) full pre-activation",
+    "preact_resnet164": "pre-activation bottleneck",
+    "wrn16_4": "wide CIFAR",
+    "d2l_resnet18": "the seed's D2L ResNet-18",
+    "resnet50d": "timm D: deep stem, average-pool shortcuts",
+    "resnet10t": "timm T: tiered stem",
+    "seresnet50": "squeeze-excitation",
+    "ecaresnet50d": "ECA",
+    "resnetaa50d": "anti-aliased",
+    "resnetblur50": "blur pool",
+    "resnetrs50": "ResNet-RS",
+    "resnet50_gn": "GroupNorm",
+    "resnetv2_50": "timm ResNetV2",
+    "lenet_bn": "the non-residual baseline",
+}
+SLOW = {"wide_resnet50_2", "resnetrs50", "resnext50_32x4d", "preact_resnet164", "seresnet50",
+        "ecaresnet50d"}
+# Bug (b): --model X keeps the fast preset's whitened frozen stem and lr 0.6 (tuned for
+# fast_resnet10 at batch 256): with them these do not learn in 4 steps at batch 16 (the loss
+# rises, finite). The test checks that they still do not, so that it fails once (b) is fixed:
+# then remove the name from this set.
+# Measured after (b)'s fix merged (34efe8d): only plain20 and lenet_bn learn at this scale;
+# the others' loss rises from about 2.4 (to 3-300) over a 4-step one-cycle at batch 16 --
+# the default peak lr was set for batch 256 and is not scaled with --batch-size.
+DO_NOT_LEARN = set(KINDS) - {"resnet50_gn", "resnetaa50d", "plain20", "lenet_bn"}
+
+
+@pytest.fixture
+def losses(monkeypatch):
+    seen = []
+    step = LOOP.train_step
+
+    def recording(state, x, y):
+        loss, correct = step(state, x, y)
+        seen.append(loss)
+        return loss, correct
+
+    monkeypatch.setattr(LOOP, "train_step", recording)
+    return seen
+
+
+def learned(seen: list[float]) -> bool:
+    return (len(seen) == 4 and all(math.isfinite(v) for v in seen)
+            and sum(seen[2:]) < sum(seen[:2]))
+
+
+def marks(name):
+    found = [pytest.mark.slow] if name in SLOW else []
+    if name == "resnet50_gn":  # see test_groupnorm_with_the_default_frozen_stem_does_not_crash
+        found.append(pytest.mark.skip(reason="segfaults in-process (torch 2.13 GroupNorm)"))
+    if name == "resnetaa50d":
+        found.append(pytest.mark.xfail(strict=True, reason="found by the matrix: a 7x7 map "
+                     "(28x28 input) gives 3 vs 4 columns in the anti-aliased unit's sum"))
+    return found
+
+
+def test_every_timm_variant_kind_and_builder_is_in_the_matrix():
+    names = set(reslab.list_models())
+    assert set(KINDS) <= names
+    # one of each kind the zoo has: a new kind of name (a new prefix) must be placed here
+    prefixes = {n.rstrip("0123456789_xdtb").split("_")[0].rstrip("0123456789") for n in names}
+    covered = {n.rstrip("0123456789_xdtb").split("_")[0].rstrip("0123456789") for n in KINDS}
+    assert prefixes <= covered | {"resnext", "plain", "wide", "resnet", "preact"}, \
+        prefixes - covered
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=marks(n)) for n in KINDS])
+def test_a_model_trains_with_default_options(name, fixtures, tmp_path, losses):
+    out = tmp_path / "run"
+    result = cli("train", "--model", name, "--data-dir", fixtures["fashion-mnist"], *SHRINK,
+                 "--out", out)
+    assert result.code == 0, result
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses), losses
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    assert rows[0]["train_loss"] == pytest.approx(sum(losses[:2]) / 2, rel=1e-4)
+    assert json.loads((out / "results.json").read_text())["images"] == 40
+    # the logged epoch losses say the same as the steps'
+    went_down = rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert learned(losses) == went_down == (name not in DO_NOT_LEARN), losses
+
+
+@pytest.mark.parametrize("ordering", ["bn_after_add", "relu_before_add", "relu_preact"])
+def test_the_orderings_without_a_zoo_name_train_through_the_api(ordering, fixtures, tmp_path,
+                                                                  losses):
+    data = load_dataset("fashion-mnist", fixtures["fashion-mnist"], val_size=20)
+    spec = ResNetSpec(block="basic", depths=(1, 1, 1), widths=(8, 16, 32), stem="cifar",
+                      stem_width=8, ordering=ordering, in_channels=1, num_classes=10)
+    config = preset("fast", whiten_stem=False, lr=0.2, train_subset=32, batch_size=16,
+                    max_steps=4, quiet=True)
+    result = reslab.fit(reslab.build(spec), data, config, run_dir=tmp_path / "run")
+    assert learned(losses), losses
+    assert 0 <= result.test["accuracy"] <= 1
