@@ -4,6 +4,7 @@ and names printed with their control characters escaped so that no file can forg
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
@@ -81,9 +82,9 @@ def check_output(path: str | os.PathLike, option: str, *, suffix: str | None = N
 def check_run_folder(path: str | os.PathLike, option: str,
                      inputs: Iterable[str | os.PathLike]) -> Path:
     """A folder an option asks to fill with a run: new, empty, or one of reslab's own runs
-    (which the run's lock then guards); refused when it holds a user's files, is a file, is one
-    of ``inputs`` or inside one (a run in an image folder's class folder would become training
-    images)."""
+    (which the run's lock then guards); refused when it holds anything else (a model folder's
+    config.json, a project's checkpoints/), is a file, is one of ``inputs`` or inside one (a
+    run in an image folder's class folder would become training images)."""
     out = expand(path, option)
     for given in inputs:
         source = _expanded(given)
@@ -94,11 +95,38 @@ def check_run_folder(path: str | os.PathLike, option: str,
         raise ConfigError(f"{option} {printable(out)} is a file, not a folder: choose another "
                           f"{option}")
     if is_folder(out):
-        entries = {p.name for p in out.iterdir()} - {".lock"}
-        if entries and not entries & {"config.json", "checkpoints"}:
-            raise ConfigError(f"{option} {printable(out)} is a folder that holds files but no "
-                              "reslab run; choose a new or empty folder")
+        entries = sorted({p.name for p in out.iterdir()} - {".lock"})
+        if entries and not is_reslab_run(out):
+            shown = ", ".join(printable(e) for e in entries[:3]) + (", ..." if len(entries) > 3
+                                                                     else "")
+            raise ConfigError(f"{option} {printable(out)} holds files reslab did not write "
+                              f"({shown}) and no reslab run: choose a new or empty folder")
     return out
+
+
+RUN_FORMAT = "reslab-run/1"  # the "format" of a run folder's config.json: reslab made it
+_RUN_CONFIG_LIMIT = 1 << 20  # bytes: a run's config.json is a page
+
+
+def is_reslab_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run reslab made: its config.json (a regular file, not a link)
+    is reslab's own, with the format marker or, for runs from before the marker, the record's
+    three sections (config, versions with reslab's, machine)."""
+    path = folder / "config.json"
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        with open(path, "rb") as file:
+            record = json.loads(file.read(_RUN_CONFIG_LIMIT + 1))
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    if record.get("format") == RUN_FORMAT:
+        return True
+    versions = record.get("versions")
+    return (isinstance(record.get("config"), dict) and isinstance(versions, dict)
+            and "reslab" in versions and isinstance(record.get("machine"), dict))
 
 
 def check_folder(folder: Path, option: str, shown: str) -> None:

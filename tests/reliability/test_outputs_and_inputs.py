@@ -92,7 +92,8 @@ def cli(*argv) -> tuple[int, str, str]:
     (["data", "show", "folder:{pets}", "--out", "{pets}/dog/0.png"], "inside {pets}, an input"),
     (["train", "--data", "folder:{pets}", "--out", "{pets}/cat/run"], "inside {pets}"),
     (["train", "--data", "folder:{pets}", "--out", "{pets}"], "inside {pets}"),
-    (["train", "--data", "folder:{pets}", "--out", "{tmp}/mine"], "holds files but no reslab run"),
+    (["train", "--data", "folder:{pets}", "--out", "{tmp}/mine"],
+     "holds files reslab did not write (notes.txt) and no reslab run"),
 ])
 def test_an_output_that_is_an_input_is_refused_before_any_work(argv, expected, run, pets,
                                                               tmp_path):
@@ -107,6 +108,45 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(argv, expected, r
     assert err.startswith("reslab: error: ") and len(err.splitlines()) == 1, err
     assert expected.format(**fill) in err
     assert snapshot(tmp_path) == before  # every file byte-identical, nothing added
+
+
+@pytest.mark.parametrize("config", [
+    {"architecture": "resnet18", "num_classes": 10},  # a Hugging Face / timm model folder
+    {"config": {"epochs": 3}, "versions": {"torch": "2.4"}},  # close to reslab's, not it
+    None,  # a Lightning project: checkpoints/ and no config.json
+])
+def test_train_out_takes_over_no_folder_reslab_did_not_make(config, pets, tmp_path):
+    theirs = tmp_path / "theirs"
+    hostile.write_checkpoint(theirs / "checkpoints" / "best.safetensors")
+    (theirs / "results.json").write_text('{"accuracy": 0.97}')
+    (theirs / ".notes.part").write_text("half-written notes")
+    if config is not None:
+        (theirs / "config.json").write_text(json.dumps(config))
+    before = snapshot(tmp_path)
+    code, _, err = cli("train", "--data", f"folder:{pets}", "--out", theirs, "--max-steps", "1")
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"--out {theirs} holds files reslab did not write (" in err
+    assert "and no reslab run: choose a new or empty folder" in err
+    assert snapshot(tmp_path) == before  # nothing overwritten, .notes.part not deleted
+
+
+def test_a_run_folder_says_reslab_made_it(pets, tmp_path):
+    from reslab.paths import RUN_FORMAT, is_reslab_run
+
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--data", f"folder:{pets}", "--out", out, "--max-steps", "1",
+                       "--batch-size", "4", "--quiet")
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["format"] == RUN_FORMAT
+    assert is_reslab_run(out)
+    # runs from before the marker are still reslab's: their record's three sections
+    record = json.loads((out / "config.json").read_text())
+    del record["format"]
+    (out / "config.json").write_text(json.dumps(record))
+    assert is_reslab_run(out)
+    (out / "config.json").unlink()
+    (out / "config.json").symlink_to(tmp_path / "elsewhere.json")
+    assert not is_reslab_run(out)
 
 
 def test_export_writes_beside_its_target_through_a_fresh_temporary_file(run, tmp_path):

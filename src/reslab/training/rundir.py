@@ -25,6 +25,7 @@ import torch
 
 from reslab.errors import ConfigError
 from reslab.io import atomic_write_text
+from reslab.paths import RUN_FORMAT
 
 
 class RunDir:
@@ -85,7 +86,8 @@ class RunDir:
         self.unlock()
 
     def write_config(self, config: dict[str, Any]) -> None:
-        record = {"config": config, "versions": versions(), "machine": machine()}
+        record = {"format": RUN_FORMAT, "config": config, "versions": versions(),
+                  "machine": machine()}
         atomic_write_text(self.config, json.dumps(record, indent=2) + "\n")
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
