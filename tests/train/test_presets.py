@@ -42,9 +42,9 @@ def test_the_d2l_preset_is_train_ch6_exactly():
 
 
 def test_overrides_change_only_what_they_name():
-    c = preset("d2l", epochs=2, batch_size=128)
-    assert (c.epochs, c.batch_size) == (2, 128)
-    assert c.replace(epochs=10, batch_size=256) == preset("d2l")
+    c = preset("d2l", epochs=2, resize=64)  # (a batch size also scales lr: the next tests)
+    assert (c.epochs, c.resize) == (2, 64)
+    assert c.replace(epochs=10, resize=96) == preset("d2l")
 
 
 def test_the_paper_cifar_preset_is_he_et_al_section_4_2():
@@ -150,7 +150,7 @@ def test_the_d2l_preset_runs_with_its_empty_validation_split(image_folder, tmp_p
 
 
 def test_a_presets_tuned_levers_apply_only_to_the_network_they_were_tuned_for():
-    from reslab.training.config import untuned_note
+    from reslab.training.config import preset_notes
 
     own = preset("fast")
     assert (own.model, own.whiten_stem, own.lr, own.epochs) == ("fast_resnet10", True, 0.6, 3)
@@ -161,12 +161,27 @@ def test_a_presets_tuned_levers_apply_only_to_the_network_they_were_tuned_for():
     best = preset("best", model="d2l_resnet18")  # generic augmentation stays
     assert (best.whiten_stem, best.lr, best.erase, best.crop_padding) == (False, 0.2, 0.5, 2)
     assert preset("fast", model="resnet20", lr=0.6).lr == 0.6  # options still win
-    note = untuned_note("fast", "resnet20")
+    (note,) = preset_notes("fast", other, {"model"})
     assert note.startswith("preset fast: its levers (whiten_stem True, lr 0.6) are tuned for "
                            "fast_resnet10, so resnet20 trains on the plain recipe")
-    assert untuned_note("fast", "resnet20", given={"lr"}).count("lr 0.6") == 0
-    assert untuned_note("fast", "resnet20", given={"lr", "whiten_stem"}) is None
-    assert untuned_note("fast", "fast_resnet10") is None and untuned_note("d2l", "x") is None
+    assert "lr 0.6" not in preset_notes("fast", other, {"model", "lr"})[0]
+    assert preset_notes("fast", other, {"model", "lr", "whiten_stem"}) == []
+    assert preset_notes("fast", own) == preset_notes("d2l", preset("d2l")) == []
+
+
+def test_another_batch_size_scales_the_recipes_learning_rate():
+    from reslab.training.config import preset_notes
+
+    assert preset("fast", batch_size=64).lr == pytest.approx(0.15)  # 0.6 at 256
+    assert preset("fast", model="resnet20", batch_size=16).lr == pytest.approx(0.0125)
+    assert preset("d2l", batch_size=128).lr == pytest.approx(0.025)  # 0.05 at 256
+    assert preset("paper-cifar", batch_size=256).lr == pytest.approx(0.2)  # 0.1 at 128
+    assert preset("fast", batch_size=64, lr=0.5).lr == 0.5  # a given rate is kept
+    config = preset("d2l", batch_size=128)
+    assert preset_notes("d2l", config, {"batch_size"}) == [
+        "lr 0.025: the recipe's 0.05 at batch 256, scaled to batch 128 (the linear scaling "
+        "rule); --lr sets it"]
+    assert preset_notes("d2l", preset("d2l", batch_size=128, lr=0.5), {"batch_size", "lr"}) == []
 
 
 def test_print_config_shows_the_recipe_a_model_gets(capsys):

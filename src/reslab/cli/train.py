@@ -97,12 +97,12 @@ def run_train(ns: Namespace) -> int:
 
         name, options = resolve_options(ns)
         if ns.print_config:  # refused as the run would be, before it read any data
-            from reslab.training.config import untuned_note
+            from reslab.training.config import preset_notes
             from reslab.training.run import check_before_data
 
             config = preset(name, **options)
             check_before_data(config)
-            if note := untuned_note(name, config.model, options):
+            for note in preset_notes(name, config, options):
                 print(f"note: {note}", file=sys.stderr)
             print(json.dumps(config.to_dict(), indent=2))
             return 0

@@ -287,23 +287,37 @@ def recipe(name: str, model: str | None = None) -> dict[str, Any]:
     return values
 
 
-def untuned_note(name: str, model: str, given: Iterable[str] = ()) -> str | None:
-    """What a run is told when preset ``name``'s levers (less those ``given`` as options) were
-    left off for ``model``."""
+def preset_notes(name: str, config: TrainConfig, given: Iterable[str] = ()) -> list[str]:
+    """What a run from preset ``name`` is told about how the options ``given`` changed its
+    recipe into ``config``: levers left off for its model, a learning rate scaled to another
+    batch size."""
+    notes, given = [], set(given)
     tuned_model, levers = TUNED.get(name, (None, {}))
-    shown = ", ".join(f"{k} {v}" for k, v in levers.items() if k not in set(given))
-    if tuned_model is None or model == tuned_model or not shown:
-        return None
-    return (f"preset {name}: its levers ({shown}) are tuned for {tuned_model}, so {model} "
-            f"trains on the plain recipe (SGD + Nesterov, one-cycle to lr "
-            f"{TrainConfig.lr}); give them as options to try them")
+    shown = ", ".join(f"{k} {v}" for k, v in levers.items() if k not in given)
+    if tuned_model is not None and config.model != tuned_model and shown:
+        notes.append(f"preset {name}: its levers ({shown}) are tuned for {tuned_model}, so "
+                     f"{config.model} trains on the plain recipe (SGD + Nesterov, one-cycle to "
+                     f"lr {TrainConfig.lr}); give them as options to try them")
+    base = recipe(name, config.model)
+    lr, batch = base.get("lr", TrainConfig.lr), base.get("batch_size", TrainConfig.batch_size)
+    if "lr" not in given and config.batch_size != batch:
+        notes.append(f"lr {config.lr:g}: the recipe's {lr:g} at batch {batch}, scaled to batch "
+                     f"{config.batch_size} (the linear scaling rule); --lr sets it")
+    return notes
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """A preset's config with some fields changed: ``preset("d2l", epochs=2)``. A preset's
-    levers tuned for one network (``TUNED``) apply only when it trains that network."""
+    levers tuned for one network (``TUNED``) apply only when it trains that network; another
+    batch size without a learning rate scales the recipe's rate with it (Goyal et al. 2017's
+    linear scaling rule: the same step per image, so that small batches do not diverge)."""
     model = overrides.get("model", PRESETS.get(name, {}).get("model", TrainConfig.model))
-    values = recipe(name, model) | overrides
+    base = recipe(name, model)
+    values = base | overrides
+    batch = overrides.get("batch_size")
+    if "lr" not in overrides and _is_int(batch) and batch > 0:
+        values["lr"] = (base.get("lr", TrainConfig.lr) * batch
+                        / base.get("batch_size", TrainConfig.batch_size))
     if name == "paper-cifar" and values.get("model") == "resnet110" and "warmup_lr" not in values:
         values["warmup_lr"] = 0.01  # the paper's warm-up for ResNet-110 only
     return TrainConfig().replace(**values)

@@ -16,7 +16,7 @@ from reslab.errors import ConfigError, WeightsError
 from reslab.models import ResNetSpec, build, create_model, read_metadata
 from reslab.paths import expand, printable
 from reslab.tables import count
-from reslab.training.config import TrainConfig, preset, untuned_note
+from reslab.training.config import TrainConfig, preset, preset_notes
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
 from reslab.training.rundir import RunDir
@@ -57,8 +57,7 @@ def train(
     notes: list[str] = []
     if config is None:
         config = preset(preset_name or "fast", **options)
-        if note := untuned_note(preset_name or "fast", config.model, options):
-            notes.append(note)
+        notes += preset_notes(preset_name or "fast", config, options)
     elif options:
         config = config.replace(**options)
     check_before_data(config)
