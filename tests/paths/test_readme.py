@@ -192,7 +192,7 @@ def shrink(args: list[str]) -> list[str]:
     if args[0] == "train" and "--resume" not in args:
         args += [] if "--batch-size" in args else ["--batch-size", str(BATCH)]
         args += [] if "--epochs" in args else ["--epochs", "1"]  # a preset's 3 to 10
-        if args[args.index("--preset") + 1 if "--preset" in args else 0] == "d2l":
+        if "--preset" in args and args[args.index("--preset") + 1] == "d2l":
             args += ["--resize", "32"]
     if args[0] == "experiment" and "--set" not in args:
         args += ["--set", *EXPERIMENT_SET.get(args[1], [])]
@@ -206,7 +206,9 @@ def ctrl_c_after(step: int):
 
     def step_then_interrupt(state, x, y):
         result = real(state, x, y)
-        if state.counters.step == step:
+        # only where the run's handler is installed: pytest's own would stop the session
+        if state.counters.step == step and \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             signal.raise_signal(signal.SIGINT)
         return result
 
@@ -440,7 +442,7 @@ def test_readme_step(step, runner):
         if any(re.search(p, line) for p in NOT_COMPARED):
             continue
         assert mask(line) in printed, (
-            f"README.md:{step.line} pastes a line `{' '.join(result.commands)}` does not "
-            f"print:\n{line}\n--- it printed:\n{result.out}{result.err}")
+            f"README.md:{step.line} pastes a line `{' '.join(result.commands) or 'the block'}` "
+            f"does not print:\n{line}\n--- it printed:\n{result.out}{result.err}")
     for value, shown in result.values:  # the comment's value: up to a `;` that goes on in words
         assert " ".join(value.split()) == " ".join(shown.split(";")[0].split()), (value, shown)
