@@ -100,7 +100,9 @@ def activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[in
     try:
         model.eval()
         with torch.no_grad(), _MetaShortcuts():
-            torch.func.functional_call(model, state, (torch.empty(1, *input_shape,
+            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                         torch.float32)  # a network stored in bf16 takes bf16
+            torch.func.functional_call(model, state, (torch.empty(1, *input_shape, dtype=dtype,
                                                                   device="meta"),))
     finally:
         model.train(was_training)
