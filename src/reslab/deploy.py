@@ -16,7 +16,7 @@ import torch
 
 from reslab import memory
 from reslab.data import load_dataset
-from reslab.data.folder import decode_image, image_suffixes
+from reslab.data.folder import decode_image, walk_images
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
@@ -214,28 +214,12 @@ def image_paths(images: list[str | os.PathLike]) -> list[tuple[Path, str | None]
 
 
 def folder_images(folder: Path, limit: int) -> list[Path]:
-    """The image files under ``folder`` (by suffix), sorted by path; hidden files and
-    folders left out; links to folders not followed, links to files only when they stay
-    inside ``folder``. More than ``limit`` is refused (ConfigError)."""
-    suffixes, root = image_suffixes(), folder.resolve()
-    found: list[Path] = []
-    for where, folders, files in os.walk(folder, followlinks=False):
-        folders[:] = [f for f in folders if not f.startswith(".")]
-        for name in files:
-            path = Path(where) / name
-            if name.startswith(".") or path.suffix.lower() not in suffixes:
-                continue
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                log.warning("left out %s: a link to a file outside %s", printable(path),
-                            printable(folder))
-                continue
-            found.append(path)
-            if len(found) > limit:
-                raise ConfigError(f"{printable(folder)}: more than {MAX_PREDICT_IMAGES:,} "
-                                  "images to predict with the ones before it, more than one "
-                                  "predict takes; give a smaller folder, or its subfolders in "
-                                  "turn")
-    return sorted(found)
+    """The image files under ``folder`` as the image-folder reader lists them
+    (``walk_images``: links to folders not followed, links to files only inside ``folder``);
+    more than ``limit`` is refused (ConfigError)."""
+    return walk_images(folder, limit, too_many=f"more than {MAX_PREDICT_IMAGES:,} images to "
+                       "predict with the ones before it, more than one predict takes; give a "
+                       "smaller folder, or its subfolders in turn")
 
 
 def _check_grown_fits(spec, stage: int, blocks: int, source: Path) -> None:
