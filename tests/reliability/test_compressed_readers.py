@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from . import hostile
-from .test_memory_bounds import reslab_capped, refused_in_one_line, snapshot
+from .test_memory_bounds import refused_in_one_line, reslab_capped, snapshot
 
 
 def _folder(root: Path) -> Path:
@@ -82,3 +82,37 @@ def test_predict_and_the_folder_reader_share_one_walk():
     from reslab.data import folder
 
     assert deploy.walk_images is folder.walk_images
+
+
+def test_eight_decoding_threads_hold_no_more_than_the_budget(tmp_path, monkeypatch):
+    """On a machine of 8 or more cores 8 threads decoded 8 images at once; with the budget at
+    one image's share the big ones decode one at a time (the result unchanged)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
+
+    from reslab.data import folder
+
+    root = _folder(tmp_path / "pets")
+    for i in range(8):
+        Image.fromarray(np.zeros((1000, 1000), np.uint8)).save(
+            root / "train" / hostile.CLASSES[i % 2] / f"big{i}.png")
+    now, most, lock = [0], [0], Lock()
+    decode = folder.image_pixels
+
+    def counted(image, *args, **kwargs):
+        if image.width < 1000:  # the small images fit beside one another
+            return decode(image, *args, **kwargs)
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        try:
+            return decode(image, *args, **kwargs)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(folder, "_pool", lambda: ThreadPoolExecutor(max_workers=8))
+    monkeypatch.setattr(folder, "image_pixels", counted)
+    monkeypatch.setattr(folder._DecodeBudget, "limit", staticmethod(lambda: 8_000_000))
+    loaded = folder.load_folder(root, image_size=8, channels=1)
+    assert len(loaded.train) == 16 and most[0] == 1, most
