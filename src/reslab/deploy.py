@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ from typing import Any
 
 import torch
 
+from reslab import memory
 from reslab.data import load_dataset
-from reslab.data.folder import decode_image, image_suffixes
+from reslab.data.folder import decode_image, walk_images
 from reslab.data.loader import BatchLoader
 from reslab.errors import ConfigError, ReslabError
 from reslab.inference import InferenceModel
@@ -23,6 +25,7 @@ from reslab.models import ResNet, grow
 from reslab.paths import check_output, is_folder, printable, regular_file, run_files
 from reslab.training.checkpoint import (
     model_from_checkpoint,
+    open_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -57,10 +60,29 @@ def evaluate_loaded(
         raise ConfigError(f"the checkpoint was trained on classes {meta['classes'][:4]}..., "
                           f"but {dataset.name} has {list(dataset.classes)[:4]}...")
     size = meta["input_size"][1]
+    batch_size = batch_that_fits(model, meta, batch_size, f"eval of {printable(checkpoint)}")
     loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
                          std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
     return evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False),
                     tta_shift=meta.get("tta_shift", 0))
+
+
+def batch_that_fits(model: torch.nn.Module, meta: dict[str, Any], batch_size: int,
+                    what: str) -> int:
+    """``batch_size``, lowered (with a note) to what this machine's memory holds at the
+    checkpoint's input size: each image's input, its test-time views and the network's largest
+    activations; refused when not even one image fits."""
+    shape = tuple(meta["input_size"])
+    views = (2 if meta.get("tta_flip") else 1) * (3 if meta.get("tta_shift") else 1)
+    per_image = (memory.inference_per_image(getattr(model, "net", model), shape)
+                 + (2 * views + 1) * 4 * math.prod(shape))
+    fits = memory.fitting_batch(per_image, 0, batch_size, f"{what} at {'x'.join(map(str, shape))}",
+                                "use a machine with more memory")
+    if fits < batch_size:
+        log.warning("batch lowered from %d to %d: %s images of %s each need ~%s", batch_size,
+                    fits, batch_size, "x".join(map(str, shape)),
+                    memory.format_bytes(per_image * batch_size))
+    return fits
 
 
 def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
@@ -161,6 +183,7 @@ def iter_predictions(
     check_top_k(top_k)
     model, meta = _inference_model(checkpoint)
     channels, size, _ = meta["input_size"]
+    batch_that_fits(model, meta, 1, f"predict with {printable(checkpoint)}")
     for path, missing in image_paths(images):
         if missing:
             yield Prediction(str(path), [], missing)
@@ -191,28 +214,28 @@ def image_paths(images: list[str | os.PathLike]) -> list[tuple[Path, str | None]
 
 
 def folder_images(folder: Path, limit: int) -> list[Path]:
-    """The image files under ``folder`` (by suffix), sorted by path; hidden files and
-    folders left out; links to folders not followed, links to files only when they stay
-    inside ``folder``. More than ``limit`` is refused (ConfigError)."""
-    suffixes, root = image_suffixes(), folder.resolve()
-    found: list[Path] = []
-    for where, folders, files in os.walk(folder, followlinks=False):
-        folders[:] = [f for f in folders if not f.startswith(".")]
-        for name in files:
-            path = Path(where) / name
-            if name.startswith(".") or path.suffix.lower() not in suffixes:
-                continue
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                log.warning("left out %s: a link to a file outside %s", printable(path),
-                            printable(folder))
-                continue
-            found.append(path)
-            if len(found) > limit:
-                raise ConfigError(f"{printable(folder)}: more than {MAX_PREDICT_IMAGES:,} "
-                                  "images to predict with the ones before it, more than one "
-                                  "predict takes; give a smaller folder, or its subfolders in "
-                                  "turn")
-    return sorted(found)
+    """The image files under ``folder`` as the image-folder reader lists them
+    (``walk_images``: links to folders not followed, links to files only inside ``folder``);
+    more than ``limit`` is refused (ConfigError)."""
+    return walk_images(folder, limit, too_many=f"more than {MAX_PREDICT_IMAGES:,} images to "
+                       "predict with the ones before it, more than one predict takes; give a "
+                       "smaller folder, or its subfolders in turn")
+
+
+def _check_grown_fits(spec, stage: int, blocks: int, source: Path) -> None:
+    """The grown network, its copy and the file written from it, against the memory this
+    machine has: before a unit is added (surgery checks the stage and the unit count)."""
+    if not (isinstance(stage, int) and isinstance(blocks, int) and 1 <= stage <= len(spec.depths)
+            and blocks >= 1):
+        return  # surgery refuses these, naming them
+    depths = list(spec.depths)
+    depths[stage - 1] += blocks
+    try:
+        grown = spec.replace(depths=tuple(depths))
+    except ReslabError:
+        return  # past the unit limit: surgery names it
+    memory.check_spec_parameters(grown, f"growing {printable(source)} by {blocks} units",
+                                 "lower --blocks", copies=3)
 
 
 def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,
@@ -221,9 +244,12 @@ def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,
     whose metadata is the old one with the new spec (``reslab grow``)."""
     source = resolve_checkpoint(checkpoint)
     out = check_output(out, "--out", suffix=".safetensors", inputs=run_files(source))
-    model, meta = model_from_checkpoint(source)
-    if not isinstance(model, ResNet):
-        raise ConfigError(f"{checkpoint} holds a {type(model).__name__}, not a ResNet")
+    checkpoint_ = open_checkpoint(source)
+    if not isinstance(checkpoint_.skeleton, ResNet):
+        raise ConfigError(f"{printable(checkpoint)} holds a "
+                          f"{type(checkpoint_.skeleton).__name__}, not a ResNet")
+    _check_grown_fits(checkpoint_.skeleton.spec, stage, blocks, source)
+    model, meta = checkpoint_.load()
     if shortcut == model.spec.is_plain:
         kind = "residual" if shortcut else "plain"
         other = "plain" if shortcut else "residual"

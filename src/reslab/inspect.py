@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from reslab import memory
 from reslab.errors import ConfigError, InputShapeError
 from reslab.models.build import ResNet
 from reslab.models.lenet import LeNetBN
@@ -239,11 +240,14 @@ def _segments(model: nn.Module) -> list[_Segment]:
 def _summarise(model: nn.Module, name: str, shape: Shape) -> Summary:
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    x = torch.zeros(1, *shape, device=device)
     rows = []
     was_training = model.training
     model.eval()  # batch statistics of a single image are undefined (BatchNorm1d refuses)
     try:
+        if device.type != "meta":  # a real network computes: its activations must fit
+            memory.require(memory.inference_per_image(model, shape), f"a summary of {name} at "
+                           f"{format_shape(shape)}", "give a smaller --input")
+        x = torch.zeros(1, *shape, device=device)
         shortcuts = _MetaShortcuts() if device.type == "meta" else contextlib.nullcontext()
         with torch.no_grad(), shortcuts:
             for segment in _segments(model):

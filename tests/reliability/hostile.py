@@ -165,6 +165,26 @@ def gzip_bomb(prefix: bytes, zeros: int) -> bytes:
     return b"".join(parts)
 
 
+def pth_bomb(path: Path, inflated: int) -> Path:
+    """A torch.save zip of one small tensor whose storage entry is instead ``inflated`` zero
+    bytes deflated (level 1: 1 GB to about 1 MB, written in 1 MiB steps)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"fc.weight": torch.zeros(4)}, buffer)
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as original, \
+            zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bomb:
+        for info in original.infolist():
+            if not info.filename.endswith("/data/0"):
+                bomb.writestr(info, original.read(info))
+                continue
+            with bomb.open(info.filename, "w", force_zip64=True) as entry:
+                chunk = bytes(1 << 20)
+                for _ in range(inflated >> 20):
+                    entry.write(chunk)
+    return path
+
+
 CIFAR10_INNER = "cifar-10-batches-bin"
 CIFAR10_PARTS = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 

@@ -12,17 +12,21 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from reslab.cli import main
+from reslab.training.checkpoint import save_checkpoint
 
 from . import hostile
 
@@ -190,5 +194,76 @@ def test_the_installed_command_too(workspace):
                               text=True, timeout=300, cwd=workspace / "out")
         _check(workspace, [*argv, "--out", str(workspace / "out")], done.returncode,
                done.stderr, before)
+
+    run()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                  max_size=3), max_leaves=6)
+# spec sizes at and past every bound: units (2,000), widths, input sides (2,048), classes
+SIZES = st.sampled_from([0, 1, 2, 3, 16, 2047, 2048, 2049, 2000, 2001, 10**5, 10**6, 2**31,
+                         2**63, -1])
+
+
+@st.composite
+def _edited_metadata(draw):
+    """The tiny checkpoint's metadata with one to three fields replaced: by a JSON value of
+    any type, or (spec fields and input_size) by sizes at and past the bounds."""
+    meta = hostile.checkpoint_metadata()
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(["meta", "spec", "sizes", "input_size"]))
+        if where == "meta":
+            meta[draw(st.sampled_from(sorted(meta)))] = draw(JSON_VALUES)
+        elif where == "spec":
+            meta["spec"] = dict(meta["spec"])
+            meta["spec"][draw(st.sampled_from(sorted(meta["spec"])))] = draw(JSON_VALUES)
+        elif where == "sizes":
+            meta["spec"] = dict(meta["spec"])
+            name = draw(st.sampled_from(["depths", "widths"]))
+            meta["spec"][name] = [draw(SIZES) for _ in range(draw(st.integers(1, 3)))]
+            meta["spec"]["input_size" if draw(st.booleans()) else "num_classes"] = draw(SIZES)
+        else:
+            meta["input_size"] = [draw(st.sampled_from([1, 3, 0])), draw(SIZES), draw(SIZES)]
+    return meta
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_generated_checkpoints_through_summary_eval_and_resume(workspace, tmp_path_factory):
+    """Checkpoints with metadata of every JSON type and spec sizes at and past every bound,
+    given to summary, eval and --resume: exit 0, 1 or 2, one line, never a traceback, in
+    seconds (the unchecked --resume path took minutes and tens of GB)."""
+    root = tmp_path_factory.mktemp("edited")
+    weights = hostile.write_checkpoint(root / "w.safetensors")
+    tensors = safetensors.torch.load_file(weights)
+    data = f"folder:{workspace / 'pets'}"
+    config = {"data": data, "channels": 1, "image_size": 16, "seed": 0, "epochs": 2,
+              "batch_size": 8, "val_size": 4}
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(meta=_edited_metadata(), command=st.sampled_from(["summary", "eval", "resume"]))
+    def run(meta, command):
+        run_dir = root / "run"
+        meta = meta | ({"config": config} if command == "resume" else {})
+        path = save_checkpoint(run_dir / "checkpoints" / "last.safetensors", tensors, meta)
+        argv = {"summary": ["summary", str(path)], "eval": ["eval", str(path), "--data", data],
+                "resume": ["train", "--resume", str(run_dir), "--quiet"]}[command]
+        out, err = io.StringIO(), io.StringIO()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stopped:
+                code = stopped.code
+        assert code in (0, 1, 2), (argv, meta, err.getvalue())
+        assert "Traceback" not in err.getvalue(), (argv, err.getvalue())
+        if code:
+            assert len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+        assert time.perf_counter() - started < 60, (argv, meta)
+        for leftover in run_dir.glob("*"):
+            if leftover.name != "checkpoints":
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     run()

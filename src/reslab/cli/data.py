@@ -114,6 +114,7 @@ def info(data, options: Namespace) -> int:
 def show(data, options: Namespace) -> int:
     import torch
 
+    from reslab import memory
     from reslab.data import AugmentConfig
     from reslab.errors import ConfigError, DataError
     from reslab.limits import MAX_IMAGE_SIDE
@@ -127,6 +128,13 @@ def show(data, options: Namespace) -> int:
     if len(split) == 0:
         raise DataError(f"the {options.split} split of {data.name} is empty; choose another "
                         "--split")
+    channels, side, _ = data.image_shape
+    side, shown = options.resize or side, min(options.count, len(split))
+    # the batch in float through resize, augmentation and un-normalising, and the grid's
+    # figure: about six float copies of it
+    memory.require(6 * 4 * shown * channels * side * side,
+                   f"a grid of {shown} images of {channels}x{side}x{side}",
+                   "lower --count or --resize")
     augment = AugmentConfig.standard(data.image_shape[1]) if options.augmented else None
     loader = data.loader(options.split, min(options.count, len(split)), train=True,
                          augment=augment, resize=options.resize, seed=options.seed,

@@ -74,13 +74,16 @@ def _summary(target: str, options: Namespace):
                  if (v := getattr(options, k)) is not None}
     if not (path.exists() or path.suffix == ".safetensors"):
         return summary(target, options.input, **overrides)
-    from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
+    from reslab.training.checkpoint import open_checkpoint, resolve_checkpoint
 
     if overrides:
         raise ConfigError("--in-channels and --num-classes change a zoo model; a checkpoint "
                           "has its own")
-    model, meta = model_from_checkpoint(resolve_checkpoint(path))
-    return summary(model, options.input or meta["input_size"], name=meta["model"])
+    # shapes and counts only: the checked network on the meta device, as a zoo name's, so
+    # that any input size costs no memory
+    checkpoint = open_checkpoint(resolve_checkpoint(path))
+    return summary(checkpoint.skeleton, options.input or checkpoint.meta["input_size"],
+                   name=checkpoint.meta["model"])
 
 
 def run_models(options: Namespace) -> int:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +35,7 @@ from reslab.paths import expand, printable
 
 log = logging.getLogger(__name__)
 
+DECODE_BUDGET_BYTES = 512 << 20  # decoded pixels all decoding threads hold at once
 IN_MEMORY_LIMIT_BYTES = 2 << 30  # decoded size; loading needs about twice this at its peak
 SPLITS = ("train", "val", "test")
 MODES = {1: "L", 3: "RGB"}
@@ -43,12 +46,46 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(Image.registered_extensions())
 
 
+class _DecodeBudget:
+    """Bytes of decoded pixels the decoding threads may hold at once: a thread waits until
+    its image fits beside the others' (one image alone always may), so that 8 threads on 8
+    images just under Pillow's bomb limit hold one or two of them, not all 8 (2.3 GB)."""
+
+    def __init__(self) -> None:
+        self._held = 0
+        self._free = threading.Condition()
+
+    @staticmethod
+    def limit() -> int:
+        from reslab import memory
+
+        return max(64 << 20, min(DECODE_BUDGET_BYTES, memory.budget_bytes() // 4))
+
+    @contextmanager
+    def hold(self, nbytes: int):
+        limit = self.limit()
+        with self._free:
+            self._free.wait_for(lambda: self._held == 0 or self._held + nbytes <= limit)
+            self._held += nbytes
+        try:
+            yield
+        finally:
+            with self._free:
+                self._held -= nbytes
+                self._free.notify_all()
+
+
+DECODE_BUDGET = _DecodeBudget()
+
+
 def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    """One image as uint8 ``(channels, size, size)``; CorruptDataError if it cannot be read."""
+    """One image as uint8 ``(channels, size, size)``; CorruptDataError if it cannot be read.
+    Decoding holds its share of ``DECODE_BUDGET`` (its pixels, in RGBA, and a copy)."""
     try:
         with Image.open(path) as opened:
             _refuse_bomb(opened)
-            return image_pixels(opened, size, channels)
+            with DECODE_BUDGET.hold(2 * 4 * opened.width * opened.height):
+                return image_pixels(opened, size, channels)
     except Image.DecompressionBombError as error:
         raise CorruptDataError(f"{path}: refused, possible decompression bomb ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -121,12 +158,48 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class folders of ``folder``: visible folders, and links to folders inside it (a
+    link out of it, to ``/`` say, is left out with a warning, never walked)."""
+    root, found = folder.resolve(), []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            log.warning("left out %s: a link to a folder outside %s", printable(path),
+                        printable(folder))
+            continue
+        found.append(path)
+    return found
 
 
-def _image_files(folder: Path, suffixes: frozenset[str]) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes
-                  and not p.name.startswith(".") and p.is_file())
+def walk_images(folder: Path, limit: int | None = None, root: Path | None = None,
+                too_many: str | None = None) -> list[Path]:
+    """The image files under ``folder`` (by suffix), sorted by path; hidden files and folders
+    left out; links to folders never followed, links to files only when they stay inside
+    ``root`` (default ``folder``). More than ``limit`` is refused (ConfigError, saying
+    ``too_many``). Both the
+    image-folder reader and ``reslab predict`` list folders with this one walk."""
+    suffixes = image_suffixes()
+    inside = (root or folder).resolve()
+    found: list[Path] = []
+    for where, folders, files in os.walk(folder, followlinks=False):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in files:
+            path = Path(where) / name
+            if name.startswith(".") or path.suffix.lower() not in suffixes:
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                log.warning("left out %s: a link to a file outside %s", printable(path),
+                            printable(root or folder))
+                continue
+            if not path.is_file():
+                continue
+            found.append(path)
+            if limit is not None and len(found) > limit:
+                raise ConfigError(f"{printable(folder)}: " + (too_many or (
+                    f"more than {limit:,} images; give a smaller folder, or its subfolders "
+                    "in turn")))
+    return sorted(found)
 
 
 def load_folder(
@@ -153,8 +226,7 @@ def load_folder(
     if not classes:
         raise DataNotFoundError(f"{train_dir}: no class folders; expected "
                                 f"{train_dir}/<class>/<image> (one folder per class)")
-    suffixes = image_suffixes()
-    listed = {name: _list_split(folder, classes, suffixes)
+    listed = {name: _list_split(folder, classes)
               for name, folder in {**split_dirs, "train": train_dir}.items()}
     total = sum(len(files) for files, _ in listed.values())
     if total == 0:
@@ -191,17 +263,18 @@ def load_folder(
                   classes=classes, source=source)
 
 
-def _list_split(folder: Path, classes: Sequence[str], suffixes: frozenset[str]):
+def _list_split(folder: Path, classes: Sequence[str]):
     """(files, labels) of one split folder; a class folder unknown to train/ is an error."""
-    unknown = [d.name for d in _class_dirs(folder) if d.name not in classes]
+    present = {d.name: d for d in _class_dirs(folder)}
+    unknown = [name for name in present if name not in classes]
     if unknown:
         raise CorruptDataError(f"{folder}: class folder(s) {', '.join(unknown)} not in the "
                                "training classes; add them to train/ or remove them")
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        if (folder / name).is_dir():
-            found = _image_files(folder / name, suffixes)
+        if name in present:
+            found = walk_images(present[name], root=folder)
             files += found
             labels += [label] * len(found)
     return files, labels

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from reslab import memory
 from reslab.data import Dataset
 from reslab.errors import ConfigError
 from reslab.experiments.common import prepare_data, prepare_out
@@ -30,6 +32,7 @@ from reslab.io import atomic_write_text
 from reslab.models import read_metadata
 from reslab.training import FitResult, fit
 from reslab.training.checkpoint import load_checkpoint
+from reslab.training.loop import input_shape
 from reslab.training.rundir import RunDir
 from reslab.training.runtime import resolve_device
 
@@ -73,6 +76,17 @@ def _check_plan(runs: list[PlannedRun], data: Dataset) -> None:
         if run.config.batch_size > len(data.train):
             raise ConfigError(f"setting batch_size {run.config.batch_size} is larger than the "
                               f"{len(data.train):,} training images: lower it")
+    for run in runs:  # each network on the meta device: what training it will allocate
+        try:
+            with torch.device("meta"):
+                model = run.model({})
+        except LookupError:  # built from another run's weights: as large as that run's
+            continue
+        shape = input_shape(data, run.config)
+        memory.require(memory.training_bytes(model, shape, run.config.batch_size),
+                       f"run {run.key} ({run.label} at {'x'.join(map(str, shape))}, batch "
+                       f"{run.config.batch_size})", "lower the depths, widths or batch_size "
+                       "settings")
 
 
 def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResult]

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from reslab.errors import SpecError, check_fields
+from reslab.limits import MAX_UNITS
 
 
 class Block(StrEnum):
@@ -142,6 +143,9 @@ class ResNetSpec:
         for name in ("depths", "widths"):
             if any(v < 1 for v in getattr(self, name)):
                 raise SpecError(f"every entry of {name} must be >= 1, got {getattr(self, name)}")
+        if sum(self.depths) > MAX_UNITS:  # every way to a network comes through here
+            raise SpecError(f"depths {_short(self.depths)} ask for {sum(self.depths):,} residual "
+                            f"units, more than the limit of {MAX_UNITS:,}: lower them")
         for name in ("groups", "width_per_group", "stem_width", "in_channels", "input_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -266,3 +270,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+def _short(values: tuple[int, ...]) -> str:
+    """A tuple as a message shows it: a few entries, each of at most a few digits shown."""
+    text = ", ".join(f"{v:,}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    return f"({text})"

@@ -72,7 +72,37 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _strip_prefixes({k: v for k, v in state.items() if not k.startswith(TRAIN_STATE_PREFIX)})
 
 
+def _check_zip_sizes(path: Path) -> None:
+    """A zip-format ``.pth`` declares each entry's sizes in its directory: refuse one whose
+    entries would inflate past the memory this machine has, or far past the file (torch.save
+    stores tensors uncompressed, so a deflated storage of many times its size is a bomb),
+    before torch.load inflates a byte of it."""
+    import zipfile
+
+    from reslab import memory
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: its sizes are the file's own
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise WeightsError(f"{path} is not a readable PyTorch weights file ({error})") from None
+    size = path.stat().st_size
+    declared = sum(e.file_size for e in entries)
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED and entry.file_size > 16 * max(
+                entry.compress_size, 1 << 16):
+            raise WeightsError(
+                f"refusing to load {path}: its entry {entry.filename!r} inflates "
+                f"{entry.compress_size:,} bytes to {entry.file_size:,} (torch.save never "
+                "compresses tensors: a decompression bomb); re-save it with torch.save")
+    memory.require(declared, f"loading {path} ({declared:,} bytes declared in a "
+                   f"{size:,}-byte file)", "load it on a machine with more memory")
+
+
 def _torch_load_tensors_only(path: Path) -> Any:
+    _check_zip_sizes(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -94,56 +94,117 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint (or model folder) describes and load its weights (eval
     mode)."""
-    from reslab.models import build
-    from reslab.models.zoo import create_model
+    return open_checkpoint(path).load()
 
+
+def open_checkpoint(path: str | os.PathLike) -> Blueprint:
+    """A checkpoint file or model folder read and checked (``blueprint``), nothing built."""
     if is_folder(Path(path)):  # a timm / Hugging Face model folder
         from reslab.hub import read_model_folder
 
-        checkpoint = Checkpoint(*read_model_folder(Path(path)), None)
+        weights, meta = read_model_folder(Path(path))
     else:
         checkpoint = load_checkpoint(path)
-    meta = checkpoint.metadata
-    if "model" not in meta:
-        raise WeightsError(f"{path} has no reslab metadata: load it with load_weights instead")
-    _check_metadata(path, meta)
-    spec = checked_spec(path, meta, checkpoint.weights)
+        weights, meta = checkpoint.weights, checkpoint.metadata
+    return blueprint(path, meta, weights)
 
-    def make() -> torch.nn.Module:
-        if spec is not None:
-            return build(spec)
-        return create_model(meta["model"], num_classes=meta["num_classes"],
-                            in_channels=meta["in_channels"])
+
+@dataclass
+class Blueprint:
+    """The network a checkpoint's metadata describes, checked against its weights on the meta
+    device and against this machine's memory: ``skeleton`` (meta tensors, shapes only) answers
+    questions about it, ``build`` makes it for real."""
+
+    path: Path
+    meta: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    spec: Any  # a ResNetSpec, or None for a zoo name
+    skeleton: torch.nn.Module
+
+    def build(self, num_classes: int | None = None,
+              in_channels: int | None = None) -> torch.nn.Module:
+        """The network with fresh weights; another head or input channels when asked (a
+        fine-tuning run's), the new network bounded as the checkpoint's was."""
+        from reslab.models import build
+        from reslab.models.zoo import create_model
+
+        changes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
+                   if v is not None}
+        from reslab.memory import MemoryBudgetError, check_spec_parameters
+
+        try:
+            if self.spec is not None:
+                spec = self.spec.replace(**changes)
+                if changes:
+                    check_spec_parameters(spec, f"the network of {printable(self.path)}",
+                                          "choose a smaller model")
+                return build(spec)
+            return create_model(self.meta["model"], **({"num_classes": self.meta["num_classes"],
+                                                        "in_channels": self.meta["in_channels"]}
+                                                       | changes))
+        except (WeightsError, MemoryBudgetError):
+            raise
+        except (ReslabError, TypeError, ValueError) as error:
+            raise WeightsError(f"{printable(self.path)}: its metadata describes no model reslab "
+                               f"can build ({printable(error)})") from None
+
+    def load(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The network with the checkpoint's weights, in eval mode, and its metadata."""
+        model = self.build()
+        try:
+            model.load_state_dict(self.weights)
+        except RuntimeError as error:
+            raise WeightsError(f"{printable(self.path)}: weights do not match the model its "
+                               f"metadata describes ({str(error).splitlines()[0]})") from None
+        return model.eval(), self.meta
+
+
+def blueprint(path: str | os.PathLike, meta: dict[str, Any],
+              weights: dict[str, torch.Tensor]) -> Blueprint:
+    """The one way from checkpoint metadata to a network (eval, predict, export, summary,
+    grow, --init-from and --resume all come here): its fields, its spec's bounds, the
+    parameters it asks for against the numbers the file holds and the memory this machine
+    has, then the network on the meta device against the file's names, shapes, input size
+    and classes. Anything wrong is a WeightsError naming the file before a byte is allocated."""
+    from reslab import memory
+    from reslab.models import build
+    from reslab.models.zoo import create_model
+
+    path = Path(path)
+    if "model" not in meta:
+        raise WeightsError(f"{printable(path)} has no reslab metadata: load it with load_weights "
+                           "instead")
+    _check_metadata(path, meta)
+    spec = checked_spec(path, meta, weights)
 
     # built on the meta device first: a header describing a huge network allocates nothing
     # before its tensors are found not to fit it
     try:
         with torch.device("meta"):
-            skeleton = make().eval()
-    except ReslabError as error:
-        raise WeightsError(f"{path}: its metadata describes no model reslab can build "
-                           f"({error})") from None
-    if problems := state_dict_mismatch(checkpoint.weights, skeleton.state_dict()):
-        raise WeightsError(f"{path}: weights do not match the model its metadata describes "
-                           f"({problems}); the file is damaged or was edited")
+            skeleton = (build(spec) if spec is not None else
+                        create_model(meta["model"], num_classes=meta["num_classes"],
+                                     in_channels=meta["in_channels"])).eval()
+    except (ReslabError, TypeError, ValueError) as error:
+        raise WeightsError(f"{printable(path)}: its metadata describes no model reslab can "
+                           f"build ({printable(error)})") from None
+    if problems := state_dict_mismatch(weights, skeleton.state_dict()):
+        raise WeightsError(f"{printable(path)}: weights do not match the model its metadata "
+                           f"describes ({printable(problems)}); the file is damaged or was "
+                           "edited")
     try:  # shapes only, on the meta device: predict and export feed this size
         outputs = skeleton(torch.empty(1, *meta["input_size"], device="meta")).shape
     except RuntimeError as error:
-        raise WeightsError(f"{path}: metadata input_size {meta['input_size']} does not fit the "
-                           f"model ({str(error).splitlines()[0][:160]}); the file is damaged or "
-                           "was edited") from None
+        raise WeightsError(f"{printable(path)}: metadata input_size {meta['input_size']} does "
+                           f"not fit the model ({str(error).splitlines()[0][:160]}); the file "
+                           "is damaged or was edited") from None
     if outputs != (1, len(meta["classes"])):
         head = "" if getattr(spec, "num_classes", 1) else " (a feature extractor, no head)"
-        raise WeightsError(f"{path}: metadata names {len(meta['classes'])} classes but the model "
-                           f"has {math.prod(outputs[1:])} outputs{head}; the file is damaged or "
-                           "was edited")
-    model = make()
-    try:
-        model.load_state_dict(checkpoint.weights)
-    except RuntimeError as error:
-        raise WeightsError(f"{path}: weights do not match the model its metadata describes "
-                           f"({str(error).splitlines()[0]})") from None
-    return model.eval(), meta
+        raise WeightsError(f"{printable(path)}: metadata names {len(meta['classes'])} classes "
+                           f"but the model has {math.prod(outputs[1:])} outputs{head}; the file "
+                           "is damaged or was edited")
+    memory.require(memory.parameter_bytes(skeleton), f"the network of {printable(path)}",
+                   "use a machine with more memory")
+    return Blueprint(path, meta, weights, spec, skeleton)
 
 
 def checked_spec(path: str | os.PathLike, meta: dict[str, Any],

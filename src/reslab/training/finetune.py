@@ -12,12 +12,12 @@ from typing import Any
 from torch import nn
 
 from reslab.data import Dataset
-from reslab.errors import ConfigError, ReslabError, WeightsError
+from reslab.errors import ConfigError
 from reslab.hub import is_model_folder, read_model_folder
-from reslab.models import build, create_model, load_weights, pretrained_cfg, read_metadata
+from reslab.models import create_model, load_weights, pretrained_cfg, read_metadata
 from reslab.models.weights import read_state_dict
 from reslab.paths import expand, is_folder, printable
-from reslab.training.checkpoint import checked_spec, resolve_checkpoint
+from reslab.training.checkpoint import blueprint, resolve_checkpoint
 from reslab.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,9 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
 
 def _from_spec(meta: dict[str, Any], path: Path, weights: dict, classes: int,
                channels: int) -> nn.Module:
-    try:
-        if meta.get("spec"):
-            spec = checked_spec(path, meta, weights)  # bounded before it is built
-            return build(spec.replace(num_classes=classes, in_channels=channels))
-        return create_model(meta["model"], num_classes=classes, in_channels=channels)
-    except (ReslabError, TypeError, ValueError) as error:
-        raise WeightsError(f"{path}: its metadata describes no model reslab can build "
-                           f"({error})") from None
+    """The checkpoint's network (checked and bounded by ``blueprint``) with the run's head
+    and input channels."""
+    return blueprint(path, meta, weights).build(num_classes=classes, in_channels=channels)
 
 
 def _pretrained_normalisation(name: str) -> tuple[tuple, tuple] | None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab import memory
 from reslab.data import AugmentConfig, BatchLoader, Dataset
 from reslab.errors import ConfigError, Interrupted, TrainingError
 from reslab.paths import printable
@@ -162,6 +163,8 @@ def fit(
     if config.progressive_resize is not None and config.progressive_resize >= full_side:
         raise ConfigError(f"progressive_resize {config.progressive_resize} must be below the "
                           f"side the run trains at ({full_side})")
+    memory.check_training(model, input_shape(data, config), config.batch_size,
+                          f"training {config.model}")
     if config.whiten_stem:
         notes = [*notes, *setup_whitening(model, data, config.resize, resume)]
     model = model.to(device)

@@ -13,9 +13,11 @@ from torch import nn
 
 from reslab.data import Dataset, load_dataset
 from reslab.errors import ConfigError, WeightsError
-from reslab.models import ResNetSpec, build, create_model, read_metadata
+from reslab.models import create_model, read_metadata
+from reslab.models.weights import read_state_dict
 from reslab.paths import expand, printable
 from reslab.tables import count
+from reslab.training.checkpoint import blueprint
 from reslab.training.config import TrainConfig, preset, preset_notes
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
@@ -107,7 +109,7 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
     if config.init_from is not None:  # the run was normalised as the weights were
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
     _check_same_data(meta.get("data_identity"), data.identity, run.path)
-    model = _model_of(meta, config, data, run.last)
+    model = _model_of(meta, run.last)
     notes = _freeze(model, config)
     return fit(model, data, config, run_dir=run.path, resume=True, on_epoch_end=on_epoch_end,
                head=classifier(model), notes=notes)
@@ -187,15 +189,10 @@ def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], run: Pat
                           "keeps the weights)")
 
 
-def _model_of(meta: dict[str, Any], config: TrainConfig, data: Dataset, path: Path) -> nn.Module:
-    """The architecture the run trains, from its checkpoint (a grown spec included)."""
-    if meta.get("spec"):
-        try:
-            return build(ResNetSpec.from_dict(meta["spec"]))
-        except (ValueError, TypeError) as error:
-            raise WeightsError(f"{path}: its spec is damaged or was edited ({error})") from None
-    return create_model(config.model, num_classes=len(data.classes),
-                        in_channels=data.image_shape[0])
+def _model_of(meta: dict[str, Any], path: Path) -> nn.Module:
+    """The architecture the run trains (a grown spec included), from its checkpoint, checked
+    and bounded as every checkpoint is (``blueprint``) before anything is built."""
+    return blueprint(path, meta, read_state_dict(path)).build()
 
 
 def _load_data(config: TrainConfig) -> Dataset:

@@ -6,10 +6,13 @@ then frozen. The network starts from decorrelated inputs instead of learning tha
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab import memory
 from reslab.data import BatchTransform, Dataset
 from reslab.errors import ConfigError
 from reslab.tables import count
@@ -44,6 +47,15 @@ def setup_whitening(model: nn.Module, data: Dataset, resize: int | None, resume:
     if resume:
         freeze_first_conv(model)
         return []
+    count_ = min(len(data.train), PATCH_IMAGES)
+    conv = first_conv(model)
+    channels, side, _ = data.image_shape
+    side = resize or side
+    # the images in float, their patches in double, and the patches' transposed copy
+    patch = channels * math.prod(conv.kernel_size)
+    memory.require(count_ * side * side * (4 * channels + 2 * 8 * patch),
+                   f"whitening the stem over {count_:,} images of {channels}x{side}x{side}",
+                   "lower --resize, or leave out --whiten-stem")
     transform = BatchTransform(data.mean, data.std, resize=resize, channels_last=False)
     images = transform(data.train.load(torch.arange(min(len(data.train), PATCH_IMAGES))))
     return [whiten_first_conv(model, images)]
