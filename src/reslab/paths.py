@@ -14,15 +14,21 @@ from pathlib import Path
 from reslab.errors import ConfigError
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
+PATH_MAX = 4096  # bytes in a path the system takes, its final NUL included (Linux)
 
 # The C0 and C1 control characters and DEL: a newline forges a line, ESC drives the terminal.
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _CONTROL |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
 _CONTROL |= {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}  # line breaks to some terminals
+# Bidirectional controls: they reorder what follows on the line, so a name could show as
+# another (an "exe.txt" ending in U+202E "txt.exe").
+_CONTROL |= {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                         *range(0x2066, 0x206A))}
 
 
 def printable(name: object) -> str:
-    """``name`` as text safe to print on one line: control characters escaped."""
+    """``name`` as text safe to print on one line: control and bidirectional-control
+    characters escaped."""
     return str(name).translate(_CONTROL)
 
 
@@ -36,6 +42,10 @@ def expand(path: str | os.PathLike, option: str) -> Path:
         user = expanded.split(os.sep, 1)[0]
         raise ConfigError(f"{option} {printable(text)}: no user {printable(user[1:])!r} on this "
                           "machine; write the folder out in full")
+    if len(os.fsencode(expanded)) >= PATH_MAX:
+        raise ConfigError(f"{option} {printable(text)[:80]}...: the path is "
+                          f"{len(os.fsencode(expanded)):,} bytes long, longer than the "
+                          f"{PATH_MAX - 1:,} the system takes; shorten it")
     path = Path(expanded)
     if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
         raise ConfigError(f"{option} {printable(text)[:80]}...: a name in it is longer than "
