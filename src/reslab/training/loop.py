@@ -180,6 +180,7 @@ def fit(
             writer.open(config.to_dict(), resume=resume)
             if resume:
                 _resume(state, writer, world, total_steps)
+                writer.record(config.to_dict())  # an extended run's new length
             state.net = _wrap(model, config, world, device)
             for note in [*notes, *state.notes]:
                 progress.line(note)
