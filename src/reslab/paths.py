@@ -140,6 +140,27 @@ def regular_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def read_own_file(path: str | os.PathLike, what: str, limit: int = 64 << 20) -> str:
+    """The text of a file reslab wrote into its own folder (a report's experiment.json, a
+    run's metrics), read only when it still is a regular file of at most ``limit`` bytes: a
+    FIFO put in its place would block the read forever, a link to /dev/zero fill the memory.
+    Opened without blocking and checked on the open file, so nothing can be swapped in
+    between. ``OSError`` as ``open`` raises it when the file is missing; ConfigError when it
+    is something else or too big."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{printable(path)}: {what} is not a regular file (a pipe, device "
+                              "or socket was put in its place); remove it, or choose another "
+                              "folder")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{printable(path)}: {what} is over {limit >> 20} MiB, far more than "
+                          "reslab writes; the file was replaced: remove it, or choose another "
+                          "folder")
+    return data.decode("utf-8", errors="replace")
+
+
 def run_files(checkpoint: str | os.PathLike) -> list[Path]:
     """What an output must not replace when a command reads ``checkpoint``: the file itself
     and, when it sits in a run's ``checkpoints/`` folder, everything of that run."""
