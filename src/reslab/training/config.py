@@ -366,6 +366,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     values = {k.replace("-", "_"): v for k, v in values.items()}
     check_fields(TrainConfig, [k for k in values if k != "preset"], ConfigError,
                  f"--config {path}: unknown option")
+    if "preset" in values and not isinstance(values["preset"], str):
+        raise ConfigError(f"--config {path}: preset must be a preset's name ("
+                          f"{', '.join(PRESETS)}), got {_shown(values['preset'])}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
