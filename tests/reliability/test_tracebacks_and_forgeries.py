@@ -153,3 +153,20 @@ def test_export_fails_its_check_on_nan_outputs_and_writes_nothing(nan_checkpoint
     code, out, err = cli("export", nan_checkpoint, "--onnx", tmp_path / "m.onnx")
     _one_line_error(code, err, "not numbers")
     assert snapshot(tmp_path) == before
+
+
+def test_train_on_class_folders_named_like_mathtext_writes_its_confusion_matrix(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("dog$\\frac{$", "cat$_$"):
+        folder = tmp_path / "pets" / label
+        folder.mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "run$x$"
+    code, stdout, err = cli("train", "--data", f"folder:{tmp_path / 'pets'}", "--image-size", "8",
+                            "--channels", "1", "--epochs", "1", "--max-steps", "1",
+                            "--batch-size", "4", "--val-size", "2", "--model", "resnet14",
+                            "--threads", "1", "--quiet", "--out", out)
+    assert code == 0, err
+    assert Image.open(out / "confusion.png").size[0] > 100
+    assert Image.open(out / "curves.png").size[0] > 100
