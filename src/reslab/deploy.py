@@ -18,7 +18,7 @@ from reslab import memory
 from reslab.data import load_dataset
 from reslab.data.folder import decode_image, walk_images
 from reslab.data.loader import BatchLoader
-from reslab.errors import ConfigError, ReslabError
+from reslab.errors import ConfigError, ReslabError, WeightsError
 from reslab.inference import InferenceModel
 from reslab.limits import MAX_PREDICT_IMAGES
 from reslab.models import ResNet, grow
@@ -194,6 +194,10 @@ def iter_predictions(
             yield Prediction(str(path), [], str(error))
             continue
         probs = probabilities(model, meta, pixels.unsqueeze(0))[0]
+        if not bool(probs.isfinite().all()):  # JSON has no NaN; a ranking of NaN means nothing
+            raise WeightsError(f"{printable(checkpoint)}: the model's output for "
+                               f"{printable(path)} is not a number (NaN or infinite weights: "
+                               "the file is damaged or its run diverged); use another checkpoint")
         yield Prediction(str(path), top_classes(probs, meta["classes"], top_k))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -13,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from reslab.errors import ConfigError, MissingDependencyError
+from reslab.errors import ConfigError, MissingDependencyError, WeightsError
 from reslab.io import atomic_write_bytes
-from reslab.paths import check_output, run_files
+from reslab.paths import check_output, printable, run_files
 from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
 from reslab.training.evaluate import predict_proba
 
@@ -95,6 +96,10 @@ def export_onnx(
     with torch.no_grad():
         expected = graph(check).numpy()
     max_abs = float(abs(session.run(None, {"images": check.numpy()})[0] - expected).max())
+    if not math.isfinite(max_abs):  # NaN compares false with any bound: it must fail here
+        raise WeightsError(f"{printable(source)}: the model's outputs are not numbers (NaN or "
+                           "infinite weights: the file is damaged or its run diverged), so the "
+                           "ONNX graph cannot be checked against it; nothing written")
     # random pixels excite a whitened stem's high-frequency filters: outputs can be large, so
     # rounding is judged against their size
     relative = max_abs / max(float(abs(expected).max()), 1e-12)

@@ -15,15 +15,21 @@ from pathlib import Path
 from reslab.errors import ConfigError
 
 NAME_MAX = 255  # bytes in one file name, on every common file system
+PATH_MAX = 4096  # bytes in a path the system takes, its final NUL included (Linux)
 
 # The C0 and C1 control characters and DEL: a newline forges a line, ESC drives the terminal.
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _CONTROL |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
 _CONTROL |= {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}  # line breaks to some terminals
+# Bidirectional controls: they reorder what follows on the line, so a name could show as
+# another (an "exe.txt" ending in U+202E "txt.exe").
+_CONTROL |= {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                         *range(0x2066, 0x206A))}
 
 
 def printable(name: object) -> str:
-    """``name`` as text safe to print on one line: control characters escaped."""
+    """``name`` as text safe to print on one line: control and bidirectional-control
+    characters escaped."""
     return str(name).translate(_CONTROL)
 
 
@@ -37,6 +43,10 @@ def expand(path: str | os.PathLike, option: str) -> Path:
         user = expanded.split(os.sep, 1)[0]
         raise ConfigError(f"{option} {printable(text)}: no user {printable(user[1:])!r} on this "
                           "machine; write the folder out in full")
+    if len(os.fsencode(expanded)) >= PATH_MAX:
+        raise ConfigError(f"{option} {printable(text)[:80]}...: the path is "
+                          f"{len(os.fsencode(expanded)):,} bytes long, longer than the "
+                          f"{PATH_MAX - 1:,} the system takes; shorten it")
     path = Path(expanded)
     if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
         raise ConfigError(f"{option} {printable(text)[:80]}...: a name in it is longer than "
@@ -156,6 +166,27 @@ def regular_file(path: str | os.PathLike, what: str) -> Path:
             raise ConfigError(f"{printable(path)}: not a regular file (a folder, pipe, device or "
                               f"socket); give the {what} as a file")
     return path
+
+
+def read_own_file(path: str | os.PathLike, what: str, limit: int = 64 << 20) -> str:
+    """The text of a file reslab wrote into its own folder (a report's experiment.json, a
+    run's metrics), read only when it still is a regular file of at most ``limit`` bytes: a
+    FIFO put in its place would block the read forever, a link to /dev/zero fill the memory.
+    Opened without blocking and checked on the open file, so nothing can be swapped in
+    between. ``OSError`` as ``open`` raises it when the file is missing; ConfigError when it
+    is something else or too big."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{printable(path)}: {what} is not a regular file (a pipe, device "
+                              "or socket was put in its place); remove it, or choose another "
+                              "folder")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{printable(path)}: {what} is over {limit >> 20} MiB, far more than "
+                          "reslab writes; the file was replaced: remove it, or choose another "
+                          "folder")
+    return data.decode("utf-8", errors="replace")
 
 
 def run_files(checkpoint: str | os.PathLike) -> list[Path]:

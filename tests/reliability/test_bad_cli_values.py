@@ -34,7 +34,7 @@ CASES = [
     ([*TRAIN, "--erase", "2"], 1, "erase"),
     ([*TRAIN, "--ema-decay", "1"], 1, "ema_decay"),
     ([*TRAIN, "--grad-clip", "0"], 1, "grad_clip must be a positive number, got 0"),
-    ([*TRAIN, "--crop-padding", "-2"], 1, "crop_padding must be an integer >= 0, got -2"),
+    ([*TRAIN, "--crop-padding", "-2"], 1, "crop_padding must be an integer from 0 to 2048"),
     ([*TRAIN, "--val-size", "-5"], 1, "val_size must be an integer >= 0, got -5"),
     ([*TRAIN, "--train-subset", "0"], 1, "train_subset must be a positive integer, got 0"),
     ([*TRAIN, "--threads", "0"], 1, "threads must be a positive integer, got 0"),

@@ -267,3 +267,122 @@ def test_generated_checkpoints_through_summary_eval_and_resume(workspace, tmp_pa
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     run()
+
+
+# --- generated config files -------------------------------------------------------------------
+
+def _config_fields() -> list[str]:
+    import dataclasses
+
+    from reslab.training import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+# what a tiny run may take from a file and still end in seconds (no compile, resize, model...)
+RUN_FIELDS = ["lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "gamma",
+              "erase", "crop_padding", "flip", "tta_flip", "tta_shift", "ema_decay", "seed",
+              "grad_clip", "schedule", "milestones", "optimizer", "nesterov", "freeze",
+              "lookahead_steps", "lookahead_alpha", "warmup_lr", "init", "normalize", "data"]
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(-2**70, 2**70), st.sampled_from([0, 1, -1, 2**31, 2**63 - 1, 2**63, 2**64]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, -1e308, 5e-324, 0.5, 0.999999, 1.0]),
+    st.text(max_size=12), st.sampled_from(["sgd", "multistep", "fashion-mnist", "stem,layer1",
+                                           "\x1b[2J", "é", "$\\frac{$", ""]))
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6)
+
+
+@st.composite
+def _config_text(draw, fields: list[str]) -> str:
+    """A config file: a mapping of fields (some unknown) to values of every type, as YAML or
+    JSON, now and then nested far deeper than any config is."""
+    import yaml
+
+    keys = st.one_of(st.sampled_from(fields), st.sampled_from(["preset", "bogus", "Epochs"]))
+    values = draw(st.dictionaries(keys, VALUES, max_size=4))
+    kind = draw(st.sampled_from(["yaml", "json", "deep", "raw"]))
+    if kind == "yaml":
+        return yaml.safe_dump(values, allow_unicode=True)
+    if kind == "json":
+        return json.dumps(values)  # NaN and Infinity as JavaScript writes them: not YAML
+    if kind == "deep":
+        depth = draw(st.sampled_from([9, 100, 5_000, 60_000]))
+        field = draw(st.sampled_from(fields))
+        return f"{field}: " + "[" * depth + "1" + "]" * depth + "\n"
+    return draw(st.text(max_size=40))
+
+
+def _in_process(argv, cwd: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stopped:
+                code = stopped.code
+    finally:
+        os.chdir(here)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_any_config_file_prints_a_valid_config_or_one_line(workspace):
+    fields = _config_fields()
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(text=_config_text(fields))
+    def run(text):
+        config = workspace / "out" / "config.yaml"
+        config.write_text(text)
+        before = _snapshot(workspace)
+        code, out, err = _in_process(["train", "--config", str(config), "--print-config"],
+                                     workspace / "out")
+        _check(workspace, ["train", "--out", str(workspace / "out")], code, err, before)
+        if code == 0:
+            printed = _strict_json(out)  # finite numbers only: what a run can take
+            assert set(printed) <= set(fields), printed
+        else:
+            assert len(err.strip().splitlines()) == 1 or code == 2, err
+
+    run()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_real_tiny_run_takes_any_config_file_or_refuses_it(workspace):
+    counter = iter(range(10**6))
+
+    @settings(max_examples=12, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(text=_config_text(RUN_FIELDS))
+    def run(text):
+        config = workspace / "out" / "config.yaml"
+        config.write_text(text)
+        out = workspace / "out" / f"run-{next(counter)}"
+        argv = ["train", "--config", str(config), "--data", f"folder:{workspace / 'pets'}",
+                "--image-size", "8", "--channels", "1", "--epochs", "1", "--max-steps", "1",
+                "--batch-size", "4", "--val-size", "2", "--model", "resnet14", "--no-compile",
+                "--threads", "1", "--quiet", "--out", str(out)]
+        before = _snapshot(workspace)
+        code, stdout, err = _in_process(argv, workspace / "out")
+        _check(workspace, ["train", "--out", str(workspace / "out")], code, err, before)
+        if code == 0:
+            assert (out / "results.json").is_file()
+            _strict_json((out / "results.json").read_text())
+        else:
+            assert err.strip().splitlines()[-1].startswith("reslab: error: "), err
+
+    run()

@@ -10,6 +10,7 @@ with the parsed namespace. Building the parser imports no torch, so ``--help`` a
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -72,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as error:  # a path the checks let through that the system still refuses
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"reslab: error: {printable(error.filename or '')[:80]}...: a path or a name "
+              "in it is longer than the system takes; shorten it", file=sys.stderr)
+        return 1
 
 
 def _configure_logging(verbose: bool) -> None:

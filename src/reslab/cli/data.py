@@ -153,18 +153,19 @@ def _save_grid(pixels, names: list[str], title: str, out: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend or window
 
     from reslab.io import atomic_output
+    from reslab.training.plots import literal
 
     columns = min(8, len(names))
     rows = math.ceil(len(names) / columns)
     figure = Figure(figsize=(1.4 * columns, 1.6 * rows + 0.4), layout="constrained")
-    figure.suptitle(title)
+    figure.suptitle(literal(title))
     for i, (image, name) in enumerate(zip(pixels, names, strict=True)):
         axes = figure.add_subplot(rows, columns, i + 1)
         if image.shape[0] == 1:
             axes.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
         else:
             axes.imshow(image.permute(1, 2, 0).numpy())
-        axes.set_title(name, fontsize=8)
+        axes.set_title(literal(name), fontsize=8)
         axes.axis("off")
     with atomic_output(out) as file:
         figure.savefig(file, format="png", dpi=100)

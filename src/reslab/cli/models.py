@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 from argparse import Namespace
-from pathlib import Path
 
 from reslab.cli.train import CHECKPOINT
 from reslab.errors import ConfigError, UnknownNameError
@@ -68,8 +67,9 @@ def run_summary(options: Namespace) -> int:
 def _summary(target: str, options: Namespace):
     """A zoo name's summary, or that of the model a checkpoint or run directory holds."""
     from reslab.inspect import summary
+    from reslab.paths import expand
 
-    path = Path(target).expanduser()
+    path = expand(target, "summary")
     overrides = {k: v for k in ("in_channels", "num_classes")
                  if (v := getattr(options, k)) is not None}
     if not (path.exists() or path.suffix == ".safetensors"):

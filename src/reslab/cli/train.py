@@ -171,7 +171,7 @@ def run_predict(ns: Namespace) -> int:
         if p.error:
             print(f"reslab: error: {printable(p.error)}", file=sys.stderr)
         if ns.json:
-            print(json.dumps(dataclasses.asdict(p)), flush=True)
+            print(json.dumps(dataclasses.asdict(p), allow_nan=False), flush=True)
         elif not p.error:
             print(f"{printable(p.path)}: " + ", ".join(f"{printable(c)} {prob:.3f}"
                                                        for c, prob in p.top), flush=True)

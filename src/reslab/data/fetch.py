@@ -9,23 +9,30 @@ Search order for a data set stored under ``SUBDIR`` (e.g. ``fashion-mnist``):
 
 Downloads go to the first writable of 2 and 3, through a temporary file in the same folder that
 is verified, fsynced and renamed into place: an interrupted download never leaves a file that
-looks complete.
+looks complete. A download is bounded: in bytes (the size the server announces, and
+``MAX_DOWNLOAD_BYTES`` in any case), in time per read (``timeout``) and in time overall
+(``deadline``); its temporary file is removed on any exit, SIGTERM included, and one a killed
+process left behind is removed by the next download into that folder.
 """
 
 from __future__ import annotations
 
+import glob
 import http.client
 import logging
 import os
+import signal
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from urllib.error import HTTPError
 
-from reslab.errors import DataNotFoundError, ReslabError
+from reslab.errors import DataNotFoundError, Interrupted, ReslabError
 from reslab.io import atomic_output
 from reslab.paths import expand
 
@@ -37,6 +44,9 @@ ProgressCallback = Callable[[str, int, int | None], None]
 """Called as ``progress(file_name, bytes_done, bytes_total_or_None)`` while downloading."""
 
 CHUNK = 1 << 16
+MAX_DOWNLOAD_BYTES = 512 << 20  # the largest file reslab fetches (CIFAR-100) is 161 MiB
+DEADLINE_S = 30 * 60.0  # a whole file, however slowly the bytes arrive
+STALE_PART_S = 120.0  # a .part unwritten this long belongs to no live download (reads time out)
 
 
 class DownloadFailed(Exception):
@@ -88,19 +98,37 @@ def download(
     verify: Callable[[Path], None] | None = None,
     progress: ProgressCallback | None = None,
     timeout: float = 30.0,
+    deadline: float = DEADLINE_S,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> None:
     """Download ``url`` to ``dest`` atomically; ``verify(temp_path)`` runs before the rename.
 
-    Raises DownloadFailed for network trouble or a short body; verify's own errors pass through.
+    ``timeout`` bounds each read, ``deadline`` the whole download (seconds); ``max_bytes`` its
+    size, as do the Content-Length the server announces. Raises DownloadFailed for network
+    trouble, a short or oversized body, or a download past its deadline; verify's own errors
+    pass through. The temporary file never outlives the call (SIGTERM raises Interrupted).
     """
     log.info("downloading %s", url)
+    started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_output(dest) as out:
+        with _term_interrupts(url), urllib.request.urlopen(url, timeout=timeout) as response, \
+                atomic_output(dest) as out:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total is not None and total > max_bytes:
+                raise DownloadFailed(f"the server announces {total:,} bytes, more than the "
+                                     f"{max_bytes:,} this file can be")
+            limit = total or max_bytes
             done = 0
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
+            while chunk := response.read1(CHUNK):  # one read: the deadline is checked often
                 done += len(chunk)
+                if done > limit:
+                    raise DownloadFailed(f"more than the {limit:,} bytes "
+                                         f"{'announced' if total else 'this file can be'} "
+                                         "arrived; stopped")
+                if time.monotonic() - started > deadline:
+                    raise DownloadFailed(f"not finished after {deadline:.0f} s ({done:,} "
+                                         f"bytes); the server is too slow, try again later")
+                out.write(chunk)
                 if progress is not None:
                     progress(dest.name, done, total)
             if total is not None and done != total:
@@ -114,6 +142,35 @@ def download(
         if isinstance(error, urllib.error.URLError) and not isinstance(error, HTTPError):
             error = error.reason  # the socket error inside, without urllib's wrapping
         raise DownloadFailed(str(error) or type(error).__name__) from None
+
+
+@contextmanager
+def _term_interrupts(url: str) -> Iterator[None]:
+    """SIGTERM raises Interrupted while downloading (main thread only), so that the temporary
+    file is removed as on Ctrl-C rather than left by a process killed outright."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(f"stopped by SIGTERM while downloading {url}; nothing kept: run the "
+                          "command again to download it")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def remove_stale_parts(folder: Path, name: str) -> None:
+    """Temporary files of ``name`` that a killed download left (see reslab.io.atomic_path):
+    one not written for ``STALE_PART_S`` belongs to no live download."""
+    now = time.time()
+    for part in folder.glob(f".{glob.escape(name)}.*.part"):
+        with suppress(OSError):
+            if now - part.lstat().st_mtime > STALE_PART_S:
+                part.unlink()
 
 
 def download_missing(
@@ -135,6 +192,7 @@ def download_missing(
         dest = target / name
         if dest.exists():  # left by an earlier run that stopped between files
             continue
+        remove_stale_parts(target, name)
         url = f"{base_url.rstrip('/')}/{name}"
         try:
             download(url, dest, verify=partial(verify, name), progress=progress)

@@ -64,7 +64,8 @@ class IdxSource:
 FASHION_MNIST = IdxSource(
     name="fashion-mnist",
     title="Fashion-MNIST",
-    base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    # the bucket's REST endpoint: its website endpoint (s3-website) serves plain http only
+    base_url="https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
     url_env="RESLAB_FASHION_MNIST_URL",
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),

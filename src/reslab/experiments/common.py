@@ -19,6 +19,7 @@ from reslab.errors import ConfigError
 from reslab.experiments.protocol import Settings, TrainingSettings
 from reslab.io import atomic_write_text
 from reslab.models import ResNetSpec, build, get_spec
+from reslab.paths import is_folder, printable, read_own_file
 from reslab.training import FitResult, TrainConfig, preset
 
 log = logging.getLogger(__name__)
@@ -26,18 +27,26 @@ log = logging.getLogger(__name__)
 PLAN = "experiment.json"  # what a report folder is for: the experiment and its settings
 
 
-def prepare_out(out_dir: str | os.PathLike, name: str, settings: Settings) -> Path:
+def prepare_out(out_dir: str | os.PathLike, name: str, settings: Settings, *,
+                create: bool = True) -> Path:
     """The report folder: a new one, or the folder of the same experiment with the same
     settings, interrupted or failed, which then continues (finished runs are not trained
-    again, see ``executor.train_run``). Anything else already there is refused, never mixed in."""
+    again, see ``executor.train_run``). Anything else already there is refused, never mixed in.
+    ``create=False`` only checks, making nothing."""
     out = Path(out_dir)
     plan = {"experiment": name, "settings": _plain(dataclasses.asdict(settings))}
+    if os.path.lexists(out) and not is_folder(out):
+        raise ConfigError(f"--out {printable(out)} is a file, not a folder: choose another "
+                          "--out")
     if out.exists() and any(out.iterdir()):
         try:
-            saved = json.loads((out / PLAN).read_text())
-        except (OSError, ValueError):
-            raise ConfigError(f"{out} is not empty and holds no {name} experiment: choose "
-                              "another --out, or delete it first") from None
+            saved = json.loads(read_own_file(out / PLAN, "the experiment's plan", 1 << 20))
+        except (OSError, ValueError, RecursionError):  # ConfigError (not regular) too
+            raise ConfigError(f"{printable(out)} is not empty and holds no {name} experiment "
+                              "(or its experiment.json is not one reslab wrote): choose another "
+                              "--out, or delete it first") from None
+        if not isinstance(saved, dict):
+            saved = {}
         if saved != plan:
             changed = sorted(k for k in plan["settings"]
                              if saved.get("settings", {}).get(k) != plan["settings"][k])
@@ -45,7 +54,10 @@ def prepare_out(out_dir: str | os.PathLike, name: str, settings: Settings) -> Pa
                     else f"other settings ({', '.join(changed)})")
             raise ConfigError(f"{out} holds a run of {what}: give the same settings to continue "
                               "it, or choose another --out")
-        log.info("continuing %s in %s: finished runs are kept", name, out)
+        if create:
+            log.info("continuing %s in %s: finished runs are kept", name, out)
+        return out
+    if not create:
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / PLAN, json.dumps(plan, indent=2) + "\n")

@@ -22,7 +22,7 @@ from reslab.experiments.protocol import (
     TrainingSettings,
     setting,
 )
-from reslab.experiments.report import count, markdown_table, new_figure, noise, percent
+from reslab.experiments.report import count, literal, markdown_table, new_figure, noise, percent
 from reslab.inspect import format_count, summary
 from reslab.models import ResNetSpec, create_model, get_spec, list_models
 from reslab.training.runtime import resolve_device
@@ -146,7 +146,7 @@ class Cost(Experiment):
         return Analysis(
             description=description, table=table,
             findings=findings(models, small, len(data.test)),
-            figures={"cost.png": (_plot(models, small, s, data.name),
+            figures={"cost.png": (_plot(models, small, s, literal(data.name)),
                                   "Left: MACs and measured speed of the ImageNet-size models. "
                                   "Right: test error against MACs of the small nets")},
             results={"device": measured["device"], "models": models, "small": small})

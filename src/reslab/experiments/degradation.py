@@ -22,6 +22,7 @@ from reslab.experiments.protocol import (
 )
 from reslab.experiments.report import (
     count,
+    literal,
     markdown_table,
     mean_std,
     new_figure,
@@ -143,7 +144,7 @@ class Degradation(Experiment):
         )
         return Analysis(
             description=description, table=table, findings=findings(rows, len(data.test)),
-            figures={"curves.png": (_plot(curves, runs, data.name, len(s.seeds)),
+            figures={"curves.png": (_plot(curves, runs, literal(data.name), len(s.seeds)),
                                     "Training error (thin dashed: a running average over "
                                     f"{count(s.log_every, 'iteration')}) and validation error "
                                     "(bold) against iterations, mean over seeds, in the style "

@@ -30,6 +30,7 @@ from reslab.experiments.protocol import Experiment, PlannedRun, Probe, RunResult
 from reslab.experiments.report import save_figure, write_report
 from reslab.io import atomic_write_text
 from reslab.models import read_metadata
+from reslab.paths import read_own_file
 from reslab.training import FitResult, fit
 from reslab.training.checkpoint import load_checkpoint
 from reslab.training.loop import input_shape
@@ -46,6 +47,7 @@ def execute(experiment: Experiment, out_dir: str | os.PathLike, *, mode: str = "
     """Run ``experiment`` into ``out_dir``; returns what its results.json holds."""
     s = experiment.resolve(mode, settings or {})
     started = time.perf_counter()
+    prepare_out(out_dir, experiment.name, s, create=False)  # refused before the data's minutes
     data = prepare_data(s, data)
     runs = experiment.plan(s, data)
     _check_plan(runs, data)  # what the engine would refuse, refused before the folder is made
@@ -119,8 +121,9 @@ def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResu
 
 def _read_back(model: nn.Module, run: RunDir) -> FitResult:
     model.load_state_dict(load_checkpoint(run.best).weights)
-    history = [json.loads(line) for line in run.metrics.read_text().splitlines()]
-    test = json.loads(run.results.read_text())
+    history = [json.loads(line) for line in read_own_file(run.metrics, "a run's metrics")
+               .splitlines()]
+    test = json.loads(read_own_file(run.results, "a run's results"))
     return FitResult(run.path, history, test.get("best_val_acc"), test, model.eval())
 
 
@@ -135,7 +138,8 @@ class ProbeLog:
     def read(self) -> list[dict[str, Any]]:
         if self.probe is None or not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines()]
+        return [json.loads(line) for line in read_own_file(self.path, "a run's probe rows")
+                .splitlines()]
 
     def keep_until(self, step: int) -> None:
         """A resumed run redoes the steps after its checkpoint, and measures them again."""
@@ -167,7 +171,7 @@ def _measured(experiment: Experiment, s: Any, data: Dataset, runs: dict[str, Run
               out: Path) -> dict[str, Any]:
     path = out / MEASURED
     if path.is_file():
-        return json.loads(path.read_text())
+        return json.loads(read_own_file(path, "the experiment's measurements"))
     measured = experiment.measure(s, data, runs)
     if measured:
         atomic_write_text(path, json.dumps(measured, indent=2) + "\n")

@@ -32,6 +32,7 @@ from reslab.experiments.protocol import (
 )
 from reslab.experiments.report import (
     count,
+    literal,
     markdown_table,
     mean_std,
     new_figure,
@@ -201,7 +202,7 @@ class Nested(Experiment):
         return Analysis(
             description=description, table=table,
             findings=findings(rows, base_name, s.continue_epochs, len(data.test)),
-            figures={"accuracy.png": (_plot(curves, rows, s.epochs, data.name),
+            figures={"accuracy.png": (_plot(curves, rows, s.epochs, literal(data.name)),
                                       "Validation accuracy (mean over seeds) while training "
                                       "the shallow net, then after growing it (the dotted "
                                       "line; its epoch = the step-0 networks), and the deep "

@@ -19,6 +19,7 @@ from reslab.experiments.protocol import (
 )
 from reslab.experiments.report import (
     count,
+    literal,
     markdown_table,
     mean_std,
     new_figure,
@@ -105,7 +106,7 @@ class Orderings(Experiment):
         )
         return Analysis(
             description=description, table=table, findings=findings(rows, len(data.test)),
-            figures={"orderings.png": (_plot(rows, net, data.name, len(s.seeds)),
+            figures={"orderings.png": (_plot(rows, net, literal(data.name), len(s.seeds)),
                                        "Test error by ordering: here (mean ± std over seeds, "
                                        "dots are single runs) and in the paper")},
             results={"net": net, "rows": rows})

@@ -23,6 +23,7 @@ from torch import nn
 
 from reslab.errors import WeightsError
 from reslab.io import atomic_write_bytes
+from reslab.paths import printable
 
 log = logging.getLogger(__name__)
 
@@ -260,4 +261,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise WeightsError(f"{path} has a corrupt reslab metadata header (not a JSON object); "
                            "save the file again")
+    if isinstance(metadata.get("model"), str):  # printed, and copied into configs and ONNX
+        metadata["model"] = printable(metadata["model"])  # files: no forged lines or colours
     return metadata

@@ -146,6 +146,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        _check_types(self)
         _positive_int(self, "epochs", "batch_size")
         _positive_int(self, "max_steps", "train_subset", "resize", "threads", "image_size",
                       "progressive_resize", optional=True)
@@ -177,8 +178,9 @@ class TrainConfig:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if self.grad_clip is not None and (not _is_num(self.grad_clip) or self.grad_clip <= 0):
             raise ConfigError(f"grad_clip must be a positive number, got {self.grad_clip!r}")
-        if not _is_int(self.crop_padding) or self.crop_padding < 0:
-            raise ConfigError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
+        if not _is_int(self.crop_padding) or not 0 <= self.crop_padding <= MAX_IMAGE_SIDE:
+            raise ConfigError(f"crop_padding must be an integer from 0 to {MAX_IMAGE_SIDE} "
+                              f"pixels, got {self.crop_padding!r}")
         if self.alternate_flips and not self.flip:
             raise ConfigError("alternate_flips needs flip: drop --no-flip or --alternate-flips")
         if not _is_int(self.tta_shift) or not 0 <= self.tta_shift <= 4:
@@ -220,6 +222,10 @@ class TrainConfig:
             raise ConfigError("schedule multistep needs milestones, e.g. --milestones [32000]")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ConfigError("nesterov needs SGD with momentum > 0; add --no-nesterov")
+        for name, value in dataclasses.asdict(self).items():  # what no check above bounds
+            for v in value if isinstance(value, tuple | list) else (value,):
+                if _is_int(v) and not -MAX_INT <= v <= MAX_INT:
+                    raise ConfigError(f"{name} must be below 2**63, got {_shown(v)}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         check_fields(TrainConfig, changes, ConfigError, "unknown training option")
@@ -344,14 +350,26 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"--config {path} is over {CONFIG_FILE_LIMIT >> 20} MiB: not a config")
 
     class NoAliases(yaml.SafeLoader):
+        depth = 0  # the composer recurses once per level: bounded before Python's own limit
+
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 raise ConfigError(f"--config {path}: YAML aliases (*name) are not allowed")
-            return super().compose_node(parent, index)
+            if self.depth >= MAX_CONFIG_DEPTH:
+                raise ConfigError(f"--config {path}: lists or mappings nested more than "
+                                  f"{MAX_CONFIG_DEPTH} deep; a config is a flat mapping of "
+                                  "options, like `epochs: 5`")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
 
     try:
         values = yaml.load(text, Loader=NoAliases)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as error:
+    except ConfigError:  # an alias or too deep: said above (a ConfigError is a ValueError)
+        raise
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as error:
         where = getattr(error, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"--config {path} is not valid YAML or JSON{at}") from None
@@ -362,7 +380,77 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     values = {k.replace("-", "_"): v for k, v in values.items()}
     check_fields(TrainConfig, [k for k in values if k != "preset"], ConfigError,
                  f"--config {path}: unknown option")
+    if "preset" in values and not isinstance(values["preset"], str):
+        raise ConfigError(f"--config {path}: preset must be a preset's name ("
+                          f"{', '.join(PRESETS)}), got {_shown(values['preset'])}")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+MAX_INT = 2**63 - 1  # what torch and numpy hold in an int64; beyond, their maths overflows
+MAX_CONFIG_DEPTH = 8  # nesting of a config file's lists and mappings (a config needs 2)
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Each field's value is of the type its annotation names, before any check reads it:
+    ``data: 5`` or ``epochs: [1]`` from a file would otherwise fail later as an
+    AttributeError. Numbers are finite and fit an int64 (``warmup_epochs: .inf`` passes every
+    comparison with a bound and overflows in the schedule); integers fit an int64, checked
+    last in ``validate``, after the checks that name a field's own range."""
+    import typing
+
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        value = getattr(cfg, name)
+        if not _fits(value, hint):
+            raise ConfigError(f"{name} must be {_describe(hint)}, got "
+                              f"{_shown(value)}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin is tuple:  # a file's list arrives as a tuple; freeze may be "stem,layer1"
+        element = args[0]
+        return (isinstance(value, tuple | list) and all(_fits(v, element) for v in value)
+                or element is str and isinstance(value, str))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_num(value) and abs(value) < float("inf")
+    if hint is str:
+        return isinstance(value, str) and "\0" not in value
+    return True
+
+
+def _describe(hint: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {type(None): "none", bool: "true or false", int: "an integer",
+            float: "a finite number", str: "a string"}.get(hint, str(hint))
+
+
+def _shown(value: Any) -> str:
+    from reslab.paths import printable
+
+    text = printable(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_int(v: Any) -> bool:

@@ -183,6 +183,7 @@ def fit(
             writer.open(config.to_dict(), resume=resume)
             if resume:
                 _resume(state, writer, world, total_steps)
+                writer.record(config.to_dict())  # an extended run's new length
             state.net = _wrap(model, config, world, device)
             for note in [*notes, *state.notes]:
                 progress.line(note)
@@ -231,12 +232,19 @@ def fit(
                         _call_hook(on_epoch_end, row, state.evaluated)
                 if state.counters.step >= total_steps:
                     break
-        progress.close()
-        _check_replicas(model, world, "after training")
-        result = FitResult(writer.path, state.counters.history, _best_val(state),
-                           model=state.evaluated)
-        if world.is_main:
-            result.test = _test(state, writer, test_loader, classes, device, precision, config)
+            progress.close()
+            if stop.requested:  # it came while the last epoch's files were written
+                raise Interrupted(_end_line(stop.name, "after the last epoch, before the test",
+                                            writer.path, "runs the test"))
+            _check_replicas(model, world, "after training")
+            result = FitResult(writer.path, state.counters.history, _best_val(state),
+                               model=state.evaluated)
+            if world.is_main:
+                result.test = _test(state, writer, test_loader, classes, device, precision,
+                                    config, stop)
+            if stop.requested:  # it came while the results were written: they are complete
+                raise Interrupted(f"stopped by {stop.name} as the run finished; its results "
+                                  f"are complete in {writer.path}")
         finished = True
         return result
     finally:
@@ -328,12 +336,16 @@ def _call_hook(hook: EpochHook, row: dict[str, Any], model: nn.Module) -> None:
 
 
 def _test(state: TrainState, writer: RunWriter, loader, classes, device, precision,
-          config: TrainConfig) -> dict[str, Any]:
-    """The test split, once, on the model validation chose."""
+          config: TrainConfig, stop: StopRequest) -> dict[str, Any]:
+    """The test split, once, on the model validation chose. A signal during the evaluation
+    stops it at once (training is saved; a resume runs the test); one during the writes of
+    the results lets them finish."""
     evaluated = state.evaluated
-    evaluated.load_state_dict(load_checkpoint(writer.run.best).weights)
-    test = evaluate(evaluated, loader, len(classes), device=device, precision=precision,
-                    tta_flip=config.tta_flip, tta_shift=config.tta_shift)
+    with stop.at_once(lambda name: _end_line(name, "during the test", writer.path,
+                                             "runs the test")):
+        evaluated.load_state_dict(load_checkpoint(writer.run.best).weights)
+        test = evaluate(evaluated, loader, len(classes), device=device, precision=precision,
+                        tta_flip=config.tta_flip, tta_shift=config.tta_shift)
     counters = state.counters
     results = {
         "accuracy": test.accuracy, "loss": test.loss, "images": test.count,
@@ -421,6 +433,12 @@ def input_shape(data: Dataset, config: TrainConfig) -> tuple[int, int, int]:
     channels, height, width = data.image_shape
     return (channels, config.resize, config.resize) if config.resize else (channels, height,
                                                                              width)
+
+
+def _end_line(signal_name: str, when: str, path: Path, resume_does: str) -> str:
+    """The line of a signal after training: the same form as ``_stopped_line``'s."""
+    return (f"stopped by {signal_name} {when}; training is done and saved in {path}; continue "
+            f"with: reslab train --resume {path} ({resume_does})")
 
 
 def _stopped_line(signal_name: str, state: TrainState, path: Path, steps: int) -> str:

@@ -11,6 +11,14 @@ import torch
 from reslab.io import atomic_write_bytes
 
 
+def literal(text: object) -> str:
+    """``text`` from a file or the user (a class name, a model or data set name) as a figure
+    shows it: its dollar signs escaped, so that matplotlib does not read ``$...$`` in it as
+    mathtext (``dog$\\frac{$`` would stop the figure with a parse error). Every text a figure
+    takes from outside reslab goes through here."""
+    return str(text).replace("$", r"\$")
+
+
 def save_figure(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -38,7 +46,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         ax.grid(alpha=0.3)
         ax.legend()
-    figure.suptitle(title)
+    figure.suptitle(literal(title))
     save_figure(figure, path)
 
 
@@ -50,11 +58,12 @@ def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path, title: 
     ax = figure.subplots()
     counts = matrix.numpy()
     ax.imshow(counts, cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
+    names = [literal(name) for name in classes]
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(literal(title))
     if n <= 20:
         top = counts.max() or 1
         for i in range(n):

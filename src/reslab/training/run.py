@@ -105,6 +105,7 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
                           f"{run.last} keeps the weights)")
     config = saved.replace(**options)
     _check_length(config, meta, run)
+    _check_identity(meta.get("data_identity"), run.last)  # before the data's minutes
     data = _load_data(config)
     if config.init_from is not None:  # the run was normalised as the weights were
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
@@ -169,6 +170,27 @@ def _check_length(config: TrainConfig, meta: dict[str, Any], run: RunDir) -> Non
     if done >= config.epochs:
         raise ConfigError(f"{printable(run.path)} already finished its {count(done, 'epoch')}; "
                           f"`--epochs M` (M > {done}) extends it")
+
+
+def _check_identity(saved: Any, path: Path) -> None:
+    """The data identity a checkpoint holds is as fit writes it (see Dataset.identity)."""
+    def names(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(c, str) for c in v)
+
+    def sizes(v: Any) -> bool:
+        return isinstance(v, dict) and all(type(n) is int for n in v.values())
+
+    fields = {"name": lambda v: isinstance(v, str), "classes": names, "sizes": sizes,
+              "fingerprint": lambda v: isinstance(v, dict | str)}
+    if saved is None:  # a run from before data identities were recorded
+        return
+    bad = next((k for k, fits in fields.items() if not isinstance(saved, dict)
+                or k in saved and not fits(saved[k])), None)
+    if bad is not None:
+        shown = printable(repr(saved.get(bad) if isinstance(saved, dict) else saved))
+        raise WeightsError(f"{printable(path)}: its data identity ({bad}: {shown[:60]}) is not "
+                           "one a run writes; the file is damaged or was edited, so it cannot be "
+                           f"resumed (start from its weights with --init-from {printable(path)})")
 
 
 def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], run: Path) -> None:

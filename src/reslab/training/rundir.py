@@ -13,10 +13,12 @@ runs/<name>/
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import platform
+import stat
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import torch
 
 from reslab.errors import ConfigError
 from reslab.io import atomic_write_text
-from reslab.paths import RUN_FORMAT
+from reslab.paths import RUN_FORMAT, printable
 
 
 class RunDir:
@@ -48,7 +50,7 @@ class RunDir:
         The OS releases the lock when the process dies, even by SIGKILL."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.path / ".lock", "a+")  # noqa: SIM115 (held for the run)
+            self._lock_file = open_lock(self.path / ".lock")
         except OSError as error:
             raise ConfigError(f"cannot use run directory {self.path}: {error.strerror}") from None
         try:
@@ -104,6 +106,26 @@ class RunDir:
 
             self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
         return self._tensorboard
+
+
+def open_lock(path: Path):
+    """The lock file, opened (created if missing) without following a link: a ``.lock``
+    planted as a link would make locking create or truncate its target. A link, or anything
+    but a regular file, is refused (ConfigError) and left as it is."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise ConfigError(f"{printable(path)} is a symbolic link, not reslab's lock file: "
+                          "remove it, or choose another folder") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{printable(path)} is not a regular file (a pipe, device or "
+                          "socket), so it cannot be reslab's lock file: remove it, or choose "
+                          "another folder")
+    return os.fdopen(fd, "a+")
 
 
 def versions() -> dict[str, str]:

@@ -65,12 +65,36 @@ class Counters:
                 ok = value >= 0
             if name == "sums" and ok:
                 ok = len(value) == 3 and all(type(v) in (int, float) for v in value)
+            if name == "history" and ok:  # read at every epoch's end: checked before training
+                ok = all(_is_history_row(row) for row in value)
+                value = value if ok else f"[... {_first_bad_row(value)!r:.60}]"
             if not ok:
                 raise WeightsError(f"{source}: counter {name!r} is {value!r:.40}, which no run "
                                    "writes; the file is damaged or was edited, so it cannot be "
                                    "resumed (start from its weights with --init-from)")
             setattr(counters, name, value)
         return counters
+
+
+# a history row's fields, as loop._end_epoch writes them: integers, numbers, or numbers that
+# are None when the run has no validation split
+_ROW_INTS = ("epoch", "step", "train_images")
+_ROW_NUMBERS = ("train_loss", "train_acc", "lr", "images_per_s", "seconds")
+_ROW_OPTIONAL = ("val_loss", "val_acc")
+
+
+def _is_history_row(row: Any) -> bool:
+    def number(v: Any) -> bool:
+        return type(v) in (int, float) and math.isfinite(v)
+
+    return (isinstance(row, dict)
+            and all(type(row.get(k)) is int and row[k] >= 0 for k in _ROW_INTS)
+            and all(number(row.get(k)) for k in _ROW_NUMBERS)
+            and all(k in row and (row[k] is None or number(row[k])) for k in _ROW_OPTIONAL))
+
+
+def _first_bad_row(history: list[Any]) -> Any:
+    return next(row for row in history if not _is_history_row(row))
 
 
 class TrainState:

@@ -30,7 +30,8 @@ class RunWriter:
         return self.run.path
 
     def open(self, config: dict[str, Any], *, resume: bool) -> RunWriter:
-        """Hold the directory; a new run also checks it is free and records its config."""
+        """Hold the directory; a new run also checks it is free and records its config (a
+        resumed one records it once its checkpoint is read: see ``record``)."""
         if not self.active:
             return self
         if not resume:
@@ -40,10 +41,14 @@ class RunWriter:
             if self.run.last.exists():
                 raise ConfigError(f"{self.path} already holds a run: resume it with --resume "
                                   f"{self.path}, or choose another --out")
-            _write(self.run.config, lambda: self.run.write_config(config))
-        elif config is not None:  # an extended run records its new length
-            _write(self.run.config, lambda: self.run.write_config(config))
+            self.record(config)
         return self
+
+    def record(self, config: dict[str, Any]) -> None:
+        """The run's config.json (a resumed run's: its new length, once its checkpoint has
+        been read, so that a damaged checkpoint leaves the run as it was)."""
+        if self.active:
+            _write(self.run.config, lambda: self.run.write_config(config))
 
     def close(self) -> None:
         self.run.unlock()
