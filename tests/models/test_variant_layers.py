@@ -1,5 +1,6 @@
 """The layers timm's variants add, checked against what they are meant to compute."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +32,44 @@ def test_anti_aliased_unit_strides_in_the_filter_not_the_conv():
     unit = ResidualUnit("bottleneck", 64, 16, 2, anti_alias="blur")
     assert unit.conv2.stride == (1, 1) and unit.branch.index("aa") == unit.branch.index("conv3") - 1
     assert unit(torch.randn(1, 64, 8, 8)).shape == (1, 64, 4, 4)
+
+
+@pytest.mark.parametrize("anti_alias", ["blur", "avgpool"])
+@pytest.mark.parametrize("avg_down", [False, True])
+@pytest.mark.parametrize("side", [7, 8, 9, 15])
+def test_an_anti_aliased_unit_gives_the_shortcuts_size_at_every_side(anti_alias, avg_down,
+                                                                     side):
+    unit = ResidualUnit("bottleneck", 32, 8, 2, anti_alias=anti_alias, avg_down=avg_down)
+    x = torch.randn(1, 32, side, side)
+    assert unit(x).shape == unit.downsample(x).shape == (1, 32, (side + 1) // 2,
+                                                         (side + 1) // 2)
+
+
+def _timms_avgpool(model):
+    """resnetaa50d as timm builds it: each unit's anti-aliasing a plain nn.AvgPool2d(2)."""
+    for module in model.modules():
+        if isinstance(module, ResidualUnit) and hasattr(module, "aa"):
+            module.aa = torch.nn.AvgPool2d(2)
+    return model
+
+
+@pytest.mark.parametrize("side", [28, 30, 36, 44, 32, 34, 64])
+def test_resnetaa50d_runs_at_odd_maps_and_equals_timms_where_timms_runs(side):
+    # timm's resnetaa50d fails at 28, 30, 36, 44 (3 vs 4 columns in a unit's sum); at 32, 34
+    # and 64 every unit sees an even side, and reslab's output is timm's construction's
+    torch.manual_seed(0)
+    spec = reslab.get_spec("resnetaa50d").replace(widths=(8, 16, 32, 64), stem_width=8,
+                                                  num_classes=5)
+    model = reslab.build(spec).eval()
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (2, 5) and torch.isfinite(y).all()
+        if side in (32, 34, 64):
+            assert torch.equal(y, _timms_avgpool(model)(x))
+        else:
+            with pytest.raises(RuntimeError, match="must match"):
+                _timms_avgpool(model)(x)
 
 
 def test_attention_modules_gate_channels():

@@ -27,12 +27,16 @@ ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation", "act")
 class AntiAlias:
     """A downsampling that low-pass filters first (Zhang 2019): ``make(channels, stride)``.
 
+    In a unit it follows a conv run at stride 1, and its output must have the size the strided
+    3x3 conv's would, ceil(side / stride), odd sides included: the shortcut's has it.
     ``replaces_max_pool``: in the stem it stands in for the 3x3 max-pool (an average pool
-    does); otherwise the max-pool runs at stride 1 and this does the striding, as timm does.
+    does), made by ``stem_pool(channels, stride)`` if given, else ``make``; otherwise the
+    max-pool runs at stride 1 and this does the striding, as timm does.
     """
 
     make: Callable[[int, int], nn.Module]
     replaces_max_pool: bool = False
+    stem_pool: Callable[[int, int], nn.Module] | None = None
 
 
 ANTI_ALIAS: Registry[AntiAlias] = Registry("anti-aliasing", "anti_alias")
@@ -86,8 +90,14 @@ class BlurPool2d(nn.Module):
 
 
 register_anti_alias("blur", AntiAlias(lambda channels, stride: BlurPool2d(channels, stride)))
-register_anti_alias("avgpool", AntiAlias(lambda channels, stride: nn.AvgPool2d(stride),
-                                         replaces_max_pool=True))
+# timm's avgpool anti-aliasing is nn.AvgPool2d(stride): at an odd side it gives one row and
+# column fewer than the shortcut (timm's own resnetaa50d fails there). In a unit reslab pools
+# in ceil mode, as the D shortcut's pool does: equal to timm's wherever timm's runs (even
+# sides), and the shortcut's size at odd ones. The stem keeps timm's pool, so that the maps
+# after it, and the outputs, stay timm's at every input size timm takes.
+register_anti_alias("avgpool", AntiAlias(
+    lambda channels, stride: nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False),
+    replaces_max_pool=True, stem_pool=lambda channels, stride: nn.AvgPool2d(stride)))
 
 
 class DropPath(nn.Module):
