@@ -56,9 +56,29 @@ def register_anti_alias(name: str, kind: AntiAlias, **kw) -> AntiAlias:
     return ANTI_ALIAS.register(name, kind, **kw)
 
 
+@torch.fx.wrap
+def _safe_group_norm_input(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """torch 2.13's CPU GroupNorm backward segfaults on a channels_last input that does not
+    require grad while the norm's weight does (a frozen first conv: --whiten-stem). Such an
+    input goes in contiguous: one copy of one map, no gradient computed that was not."""
+    if (x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad
+            and weight is not None and weight.requires_grad and x.dim() == 4
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+        return x.contiguous()
+    return x
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (its parameters and state dict) that does not crash torch's CPU backward
+    on a channels_last input without grad; the same numbers as nn.GroupNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_safe_group_norm_input(x, self.weight))
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     # timm's GroupNorm: 32 groups; fewer where the channels do not divide by 32
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    return GroupNorm(math.gcd(32, channels), channels)
 
 
 register_norm("batchnorm", nn.BatchNorm2d)
