@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import platform
 from contextlib import suppress
@@ -25,6 +26,22 @@ import torch
 
 from reslab.errors import ConfigError
 from reslab.io import atomic_write_text
+
+
+def strict_json(value: Any, **kw) -> str:
+    """JSON that every reader takes: a non-finite float (a NaN validation loss) is null, as
+    JSON has no NaN or Infinity (Python's json.dumps would write them bare)."""
+    return json.dumps(_finite_or_null(value), allow_nan=False, **kw)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 class RunDir:
@@ -86,15 +103,15 @@ class RunDir:
 
     def write_config(self, config: dict[str, Any]) -> None:
         record = {"config": config, "versions": versions(), "machine": machine()}
-        atomic_write_text(self.config, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(self.config, strict_json(record, indent=2) + "\n")
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the whole file from the history the checkpoint carries, so a run resumed
         after a crash never shows an epoch twice."""
-        atomic_write_text(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
+        atomic_write_text(self.metrics, "".join(strict_json(row) + "\n" for row in history))
 
     def write_results(self, results: dict[str, Any]) -> None:
-        atomic_write_text(self.results, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(self.results, strict_json(results, indent=2) + "\n")
 
     def tensorboard(self):
         if self._tensorboard is None:
