@@ -4,8 +4,8 @@ the data and options that shrink the run (``--train-subset``, ``--batch-size``,
 around ``train_step``); the same 32 images are seen in each of two epochs, so the mean loss
 of the second epoch below the first's is the run learning, not a different batch.
 
-The three orderings no zoo name has ((b), (c), (d)) are not reachable from ``--model``: they
-go through the Python API a user has for them (``reslab.build`` + ``reslab.fit``).
+The orderings of "Identity Mappings" Fig. 4 train from ``--model`` too: (a) ``resnet20``,
+(b)-(e) ``resnet20_b`` ... ``resnet20_e``.
 """
 
 import json
@@ -15,9 +15,6 @@ import pytest
 
 import reslab
 import reslab.training.loop as LOOP
-from reslab import ResNetSpec
-from reslab.data import load_dataset
-from reslab.training import preset
 
 from .conftest import cli, start_cli
 
@@ -31,6 +28,10 @@ KINDS = {
     "resnet20": "CIFAR option A, ordering (a) original",
     "plain20": "plain, no shortcuts",
     "preact_resnet18": "ordering (e) full pre-activation",
+    "resnet20_b": "ordering (b) BN after addition",
+    "resnet20_c": "ordering (c) ReLU before addition",
+    "resnet20_d": "ordering (d) ReLU-only pre-activation",
+    "resnet20_e": "ordering (e) full pre-activation, option-A shortcuts",
     "preact_resnet164": "pre-activation bottleneck",
     "wrn16_4": "wide CIFAR",
     "d2l_resnet18": "the seed's D2L ResNet-18",
@@ -55,7 +56,9 @@ SLOW = {"wide_resnet50_2", "resnetrs50", "resnext50_32x4d", "preact_resnet164", 
 # the others' loss rises from about 2.4 (to 3-300) over a 4-step one-cycle at batch 16 --
 # the default peak lr was set for batch 256 and is not scaled with --batch-size. resnetaa50d
 # and resnet50_gn, running since their fixes, are two of them (2.9 -> 133, 2.9 -> 477).
-DO_NOT_LEARN = set(KINDS) - {"plain20", "lenet_bn"}
+# The orderings, trainable by name since they have one: (b) and (e) learn at this scale,
+# (c) and (d) do not, as (a) resnet20 does not (c: 2.27 -> 2.34, d: 2.29 -> 2.37).
+DO_NOT_LEARN = set(KINDS) - {"plain20", "lenet_bn", "resnet20_b", "resnet20_e"}
 
 
 @pytest.fixture
@@ -118,16 +121,3 @@ def test_groupnorm_with_a_whitened_frozen_stem_trains(fixtures, tmp_path):
     assert process.returncode == 0, (process.returncode, err[-3000:])
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2 and all(math.isfinite(json.loads(r)["train_loss"]) for r in rows)
-
-
-@pytest.mark.parametrize("ordering", ["bn_after_add", "relu_before_add", "relu_preact"])
-def test_the_orderings_without_a_zoo_name_train_through_the_api(ordering, fixtures, tmp_path,
-                                                                  losses):
-    data = load_dataset("fashion-mnist", fixtures["fashion-mnist"], val_size=20)
-    spec = ResNetSpec(block="basic", depths=(1, 1, 1), widths=(8, 16, 32), stem="cifar",
-                      stem_width=8, ordering=ordering, in_channels=1, num_classes=10)
-    config = preset("fast", whiten_stem=False, lr=0.2, train_subset=32, batch_size=16,
-                    max_steps=4, quiet=True)
-    result = reslab.fit(reslab.build(spec), data, config, run_dir=tmp_path / "run")
-    assert learned(losses), losses
-    assert 0 <= result.test["accuracy"] <= 1
