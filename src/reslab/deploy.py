@@ -51,9 +51,15 @@ def evaluate_loaded(
 ) -> EvalResult:
     """``evaluate_checkpoint`` for a model already loaded from ``checkpoint`` (with its
     metadata ``meta``): the data set's classes must be the checkpoint's, and its images are
-    resized and normalised as the run's were."""
+    resized and normalised as the run's were. Without ``data_dir``, the run's own (its
+    config.json's ``data_dir``) where the data is the run's."""
     config = meta.get("config", {})
-    dataset = load_dataset(data or _trained_on(checkpoint, meta), data_dir,
+    name = data or _trained_on(checkpoint, meta)
+    if data_dir is None:
+        run = _run_config(Path(checkpoint))
+        if run.get("data") == name:
+            data_dir = run.get("data_dir")
+    dataset = load_dataset(name, data_dir,
                            val_size=config.get("val_size"), seed=config.get("seed", 0),
                            image_size=config.get("image_size"), channels=config.get("channels"))
     if list(dataset.classes) != meta["classes"]:
@@ -103,14 +109,23 @@ def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
 
 def _run_data(checkpoint: Path) -> str | None:
     """The data of the run whose checkpoints/ folder holds ``checkpoint``, from its config.json."""
-    config = checkpoint.parent.parent / "config.json"
-    if checkpoint.parent.name != "checkpoints" or not config.is_file() \
-            or config.stat().st_size > 1 << 20:  # a config.json is a few kB
-        return None
+    return _run_config(checkpoint).get("data")
+
+
+def _run_config(checkpoint: Path) -> dict[str, Any]:
+    """The training config of the run whose checkpoints/ folder holds ``checkpoint`` (or of
+    the run directory ``checkpoint``), from its config.json; {} where there is none."""
+    run = checkpoint if (checkpoint / "checkpoints").is_dir() else checkpoint.parent.parent
+    config = run / "config.json"
+    if run == checkpoint.parent.parent and checkpoint.parent.name != "checkpoints":
+        return {}
+    if not config.is_file() or config.stat().st_size > 1 << 20:  # a config.json is a few kB
+        return {}
     try:
-        return json.loads(config.read_text())["config"]["data"]
+        found = json.loads(config.read_text())["config"]
     except (OSError, ValueError, LookupError, TypeError):
-        return None
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:

@@ -42,6 +42,11 @@ PARAMS = {
     "lenet_bn": 44_878,
     # 432 + 32 (stem) + 4,672 + 13,952 + 55,552 + 221,696 (one unit per stage) + 1,290 (fc)
     "fast_resnet10": 297_338,  # 1 input channel (reslab trains it on Fashion-MNIST)
+    # the orderings of "Identity Mappings" Fig. 4 (b)-(e): (a)'s weights, but (d) has no stem
+    # BN (its units normalise their own input: 32 fewer); (e) trades that BN for a final one
+    # and BNs of each unit's input (16 and 32 channels) where (a) has its output's
+    **{f"resnet{d}_{x}": n - (32 if x == "d" else 0)
+       for d, n in ((20, 269_722), (56, 853_018), (110, 1_727_962)) for x in "bcde"},
 } | {name: model["params"] for name, model in TIMM.items()}
 # timm's own models train a step in test_timm_family.py, at a fraction of their size
 TIMM_ONLY = set(TIMM) - set(GOLDEN)
@@ -49,6 +54,20 @@ TIMM_ONLY = set(TIMM) - set(GOLDEN)
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("letter, ordering", [("b", "bn_after_add"), ("c", "relu_before_add"),
+                                              ("d", "relu_preact"), ("e", "full_preact")])
+def test_the_ordering_names_are_the_orderings_experiments_nets(letter, ordering):
+    from types import SimpleNamespace
+
+    from reslab.experiments.common import cifar_spec
+
+    cifar10 = SimpleNamespace(image_shape=(3, 32, 32), classes=[str(i) for i in range(10)])
+    for depth in (20, 56, 110):
+        spec = reslab.get_spec(f"resnet{depth}_{letter}")
+        assert spec == cifar_spec(depth, cifar10, ordering=ordering)
+        assert spec == reslab.get_spec(f"resnet{depth}").replace(ordering=ordering)
 
 
 def test_every_zoo_entry_has_a_checked_parameter_count():

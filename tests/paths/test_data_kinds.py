@@ -59,11 +59,9 @@ BUILT_IN = {"fashion-mnist", "mnist", "cifar10"}
 
 
 @pytest.mark.parametrize("data_dir", [True, False])
-def test_eval_gives_the_runs_test_accuracy(run, fixtures, data_dir, request):
+def test_eval_gives_the_runs_test_accuracy(run, fixtures, data_dir):
     kind, folder, _ = run
-    if kind in BUILT_IN and not data_dir:  # the user path: `reslab eval RUN`, nothing else
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "found by the matrix: eval RUN ignores the run's --data-dir (not found)")))
+    # without --data-dir (the user path: `reslab eval RUN`, nothing else) the run's own
     extra = ["--data-dir", fixtures[kind]] if kind in BUILT_IN and data_dir else []
     result = cli("eval", folder, "--json", *extra)
     assert result.code == 0, result
@@ -71,6 +69,15 @@ def test_eval_gives_the_runs_test_accuracy(run, fixtures, data_dir, request):
     assert evaluated["images"] == TEST_IMAGES[kind]
     assert abs(evaluated["accuracy"] - json.loads((folder / "results.json").read_text())
                ["accuracy"]) <= 2 / TEST_IMAGES[kind]  # bf16 inference: a couple of images
+
+
+def test_eval_data_dir_given_wins_over_the_runs(run, tmp_path):
+    kind, folder, _ = run
+    if kind not in BUILT_IN:
+        pytest.skip("image folders are named by --data, not --data-dir")
+    (tmp_path / "empty").mkdir()
+    result = cli("eval", folder, "--data-dir", tmp_path / "empty")
+    assert result.code != 0 and "empty" in result.err, result
 
 
 def test_predict_a_file_a_folder_and_json(run):

@@ -27,9 +27,10 @@ def test_divergence_stops_with_a_message_and_keeps_a_finite_checkpoint(lr, image
     assert code == 1
     assert "Traceback" not in err and err.count("\n") == 1, err
     match = re.search(r"reslab: error: the (loss|weights) became (nan|inf|-inf) at step (\d+) "
-                      r"\(epoch 1\): training diverged; lower the learning rate \(--lr, now "
-                      + re.escape(str(float(lr))) + r"\)\. The last good checkpoint is kept",
-                      err)
+                      r"\(epoch 1\): training diverged; try --lr "
+                      + re.escape(f"{float(lr) / 2:g} (now {float(lr):g})")
+                      + r"( or --precision fp32 \(now bf16\))?\. The last good checkpoint is "
+                      r"kept", err)
     assert match, err
     failed_step = int(match[3])
     last = load_checkpoint(out / "checkpoints" / "last.safetensors")

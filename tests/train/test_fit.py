@@ -67,12 +67,46 @@ def test_best_checkpoint_is_chosen_on_validation_not_test(tmp_path, tiny_data):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
     config = quick_config(tmp_path, lr=1e30, schedule="constant", warmup_epochs=0,
-                          checkpoint_every=1, label_smoothing=0.0)
-    with pytest.raises(TrainingError, match="lower the learning rate"):
+                          checkpoint_every=1, label_smoothing=0.0, precision="fp32")
+    with pytest.raises(TrainingError, match=r"training diverged; try --lr 5e\+29 \(now 1e\+30\)\. "
+                       "The last good checkpoint is kept$"):
         fit(reslab.build(TINY), tiny_data, config)
     last = tmp_path / "run" / "checkpoints" / "last.safetensors"
     weights = load_checkpoint(last).weights
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_divergence_under_bf16_also_says_to_try_fp32(tmp_path, tiny_data):
+    config = quick_config(tmp_path, lr=1e30, schedule="constant", warmup_epochs=0,
+                          label_smoothing=0.0, precision="bf16", epochs=1)
+    with pytest.raises(TrainingError, match=r"try --lr 5e\+29 \(now 1e\+30\) or --precision "
+                                             r"fp32 \(now bf16\)\. The last good"):
+        fit(reslab.build(TINY), tiny_data, config)
+
+
+def test_a_non_finite_validation_loss_is_said_and_written_as_null(tmp_path, tiny_data,
+                                                                  monkeypatch, caplog):
+    import reslab.training.loop as LOOP
+
+    evaluate = LOOP.evaluate
+
+    def overflowing(*args, **kwargs):  # what bf16 at lr 0.6 gave resnet50d: finite training
+        found = evaluate(*args, **kwargs)
+        found.loss = float("nan")
+        return found
+
+    monkeypatch.setattr(LOOP, "evaluate", overflowing)
+    with caplog.at_level("WARNING", logger="reslab"):
+        result = fit(reslab.build(TINY), tiny_data,
+                     quick_config(tmp_path, epochs=2, precision="fp32"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one per epoch, --quiet or not
+    assert warnings[0].startswith("warning: epoch 1: validation loss nan (training loss ")
+    assert warnings[0].endswith("try --lr 0.2 (now 0.4)")
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=pytest.fail) for line in lines]  # strict JSON
+    assert [r["val_loss"] for r in rows] == [None, None]
+    assert all(0 <= r["val_acc"] <= 1 and r["train_loss"] > 0 for r in rows)
 
 
 def test_bad_values_are_refused_before_any_work(tmp_path, tiny_data):

@@ -60,6 +60,10 @@ class _ScopeTracer(fx.Tracer):
         super().__init__()
         self.path = ""
 
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        # a torch layer reslab subclasses (layers.GroupNorm) is a node, as torch's own is
+        return isinstance(m, nn.GroupNorm) or super().is_leaf_module(m, qualname)
+
     def call_module(self, m, forward, args, kwargs):
         outer, self.path = self.path, self.path_of_module(m)
         try:

@@ -27,12 +27,16 @@ ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation", "act")
 class AntiAlias:
     """A downsampling that low-pass filters first (Zhang 2019): ``make(channels, stride)``.
 
+    In a unit it follows a conv run at stride 1, and its output must have the size the strided
+    3x3 conv's would, ceil(side / stride), odd sides included: the shortcut's has it.
     ``replaces_max_pool``: in the stem it stands in for the 3x3 max-pool (an average pool
-    does); otherwise the max-pool runs at stride 1 and this does the striding, as timm does.
+    does), made by ``stem_pool(channels, stride)`` if given, else ``make``; otherwise the
+    max-pool runs at stride 1 and this does the striding, as timm does.
     """
 
     make: Callable[[int, int], nn.Module]
     replaces_max_pool: bool = False
+    stem_pool: Callable[[int, int], nn.Module] | None = None
 
 
 ANTI_ALIAS: Registry[AntiAlias] = Registry("anti-aliasing", "anti_alias")
@@ -52,9 +56,29 @@ def register_anti_alias(name: str, kind: AntiAlias, **kw) -> AntiAlias:
     return ANTI_ALIAS.register(name, kind, **kw)
 
 
+@torch.fx.wrap
+def _safe_group_norm_input(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """torch 2.13's CPU GroupNorm backward segfaults on a channels_last input that does not
+    require grad while the norm's weight does (a frozen first conv: --whiten-stem). Such an
+    input goes in contiguous: one copy of one map, no gradient computed that was not."""
+    if (x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad
+            and weight is not None and weight.requires_grad and x.dim() == 4
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+        return x.contiguous()
+    return x
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (its parameters and state dict) that does not crash torch's CPU backward
+    on a channels_last input without grad; the same numbers as nn.GroupNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_safe_group_norm_input(x, self.weight))
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     # timm's GroupNorm: 32 groups; fewer where the channels do not divide by 32
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    return GroupNorm(math.gcd(32, channels), channels)
 
 
 register_norm("batchnorm", nn.BatchNorm2d)
@@ -86,8 +110,14 @@ class BlurPool2d(nn.Module):
 
 
 register_anti_alias("blur", AntiAlias(lambda channels, stride: BlurPool2d(channels, stride)))
-register_anti_alias("avgpool", AntiAlias(lambda channels, stride: nn.AvgPool2d(stride),
-                                         replaces_max_pool=True))
+# timm's avgpool anti-aliasing is nn.AvgPool2d(stride): at an odd side it gives one row and
+# column fewer than the shortcut (timm's own resnetaa50d fails there). In a unit reslab pools
+# in ceil mode, as the D shortcut's pool does: equal to timm's wherever timm's runs (even
+# sides), and the shortcut's size at odd ones. The stem keeps timm's pool, so that the maps
+# after it, and the outputs, stay timm's at every input size timm takes.
+register_anti_alias("avgpool", AntiAlias(
+    lambda channels, stride: nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False),
+    replaces_max_pool=True, stem_pool=lambda channels, stride: nn.AvgPool2d(stride)))
 
 
 class DropPath(nn.Module):

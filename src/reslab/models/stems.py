@@ -62,7 +62,7 @@ def stem_pool(spec: ResNetSpec) -> nn.Module:
     if aa is None:
         return nn.MaxPool2d(3, stride=2, padding=1)
     if aa.replaces_max_pool:
-        return aa.make(width, 2)
+        return (aa.stem_pool or aa.make)(width, 2)
     return nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), aa.make(width, 2))
 
 

@@ -97,6 +97,14 @@ for _depth in (14, 20, 32, 44, 56, 110, 1202):
     SPECS[f"resnet{_depth}"] = _cifar(_depth)
     if _depth <= 110:
         SPECS[f"plain{_depth}"] = _cifar(_depth, shortcut="none")
+# The other four BN/ReLU orderings of He et al. 2016 ("Identity Mappings", Fig. 4 b-e; resnetN
+# is (a)) with option-A shortcuts, as `reslab experiment orderings` builds them: at depth 20,
+# the experiment's 56 and the paper's 110
+_ORDERINGS = {"b": "bn_after_add", "c": "relu_before_add", "d": "relu_preact",
+              "e": "full_preact"}
+for _depth in (20, 56, 110):
+    for _letter, _ordering in _ORDERINGS.items():
+        SPECS[f"resnet{_depth}_{_letter}"] = _cifar(_depth, ordering=_ordering)
 
 # timm's ResNet family, weight-compatible with timm 1.0 (its names, keys and shapes); each
 # at the input size its weights were trained at. -D: deep stem and average-pool shortcuts

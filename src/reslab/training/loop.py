@@ -221,6 +221,7 @@ def fit(
                 row = _end_epoch(state, val, world)
                 progress.end_epoch(row)
                 if world.is_main:
+                    _warn_non_finite_validation(row, state, progress)
                     _check_finite(state)
                     # without a validation split the latest model is the one reported (as D2L)
                     best = val.count == 0 or val.accuracy > state.counters.best_val_acc
@@ -457,12 +458,33 @@ def _check_replicas(model: nn.Module, world: distributed.Dist, when: str) -> Non
         log.info("weights identical on all %d ranks %s", world.world_size, when)
 
 
+def _what_to_try(state: TrainState) -> str:
+    """What makes a run that overflowed finite: half its peak learning rate, and under bf16
+    or fp16 also full precision."""
+    tries = [f"--lr {state.config.lr / 2:g} (now {state.config.lr:g})"]
+    if state.precision in ("bf16", "fp16"):
+        tries.append(f"--precision fp32 (now {state.precision})")
+    return "try " + " or ".join(tries)
+
+
 def _diverged(what: str, value: float, step: int, state: TrainState) -> TrainingError:
     return TrainingError(
         f"the {what} became {value} at step {step} (epoch {state.counters.epoch + 1}): "
-        f"training diverged; lower the learning rate (--lr, now {state.config.lr}). The last "
-        "good checkpoint is kept"
+        f"training diverged; {_what_to_try(state)}. The last good checkpoint is kept"
     )
+
+
+def _warn_non_finite_validation(row: dict[str, Any], state: TrainState,
+                                progress: Progress) -> None:
+    """A validation loss or accuracy that is not a number is said at its epoch (the training
+    loss, checked at every step, is finite); metrics.jsonl records it as null."""
+    bad = [f"{name.replace('_', ' ')} {row[key]}" for key, name in
+           (("val_loss", "validation_loss"), ("val_acc", "validation_accuracy"))
+           if row[key] is not None and not math.isfinite(row[key])]
+    if bad:
+        progress.warn(f"warning: epoch {row['epoch']}: {' and '.join(bad)} (training loss "
+                      f"{row['train_loss']:.4f}): the model overflows on the validation "
+                      f"images; {_what_to_try(state)}")
 
 
 def _check_finite(state: TrainState) -> None:

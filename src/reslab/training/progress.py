@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 
 def silenced_by_logging() -> bool:
     """Whether the user set a level above INFO on reslab's loggers (root's default does not
@@ -49,6 +51,14 @@ class Progress:
             self.live.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=sys.stderr, flush=True)
+
+    def warn(self, text: str) -> None:
+        """A line that ``quiet`` does not silence: above the bar, or a warning on reslab's
+        logger (stderr from the command line; Python's default shows warnings too)."""
+        if self.live is not None:
+            self.live.console.print(text, markup=False, highlight=False)
+        else:
+            log.warning(text)
 
     def start_epoch(self, epoch: int, completed: int) -> None:
         if self.live is not None:

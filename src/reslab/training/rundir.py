@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import platform
 import stat
@@ -28,6 +29,22 @@ import torch
 from reslab.errors import ConfigError
 from reslab.io import atomic_write_text
 from reslab.paths import RUN_FORMAT, printable
+
+
+def strict_json(value: Any, **kw) -> str:
+    """JSON that every reader takes: a non-finite float (a NaN validation loss) is null, as
+    JSON has no NaN or Infinity (Python's json.dumps would write them bare)."""
+    return json.dumps(_finite_or_null(value), allow_nan=False, **kw)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 class RunDir:
@@ -90,15 +107,15 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         record = {"format": RUN_FORMAT, "config": config, "versions": versions(),
                   "machine": machine()}
-        atomic_write_text(self.config, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(self.config, strict_json(record, indent=2) + "\n")
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the whole file from the history the checkpoint carries, so a run resumed
         after a crash never shows an epoch twice."""
-        atomic_write_text(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
+        atomic_write_text(self.metrics, "".join(strict_json(row) + "\n" for row in history))
 
     def write_results(self, results: dict[str, Any]) -> None:
-        atomic_write_text(self.results, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(self.results, strict_json(results, indent=2) + "\n")
 
     def tensorboard(self):
         if self._tensorboard is None:
