@@ -200,3 +200,16 @@ def test_export_folder_refuses_the_onnx_only_options(trained, tmp_path, options,
     assert code == 1 and err.count("\n") == 1
     assert f"{named} an ONNX graph; --folder writes the weights as they are" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_config_json_keeps_the_start_time_when_a_run_is_extended(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config({"epochs": 2})
+    started = json.loads(run.config.read_text())["started"]
+    record = json.loads(run.config.read_text()) | {"started": "2024-12-04T08:00:00+00:00"}
+    run.config.write_text(json.dumps(record))
+    run.write_config({"epochs": 4})  # --resume --epochs 4 rewrites it
+    record = json.loads(run.config.read_text())
+    assert record["started"] == "2024-12-04T08:00:00+00:00" and record["config"]["epochs"] == 4
+    assert started[:2] == "20" and "T" in started
