@@ -61,14 +61,17 @@ def is_run(path: Path) -> bool:
     """A folder reslab trained in: a checkpoints/ folder, or a config.json that is reslab's
     (``{"config": {...}}``, not a model folder's) or unreadable beside its other files."""
     run = RunDir(path)
-    if is_folder(run.checkpoints):
-        return True
-    if not run.config.is_file():
-        return False
     try:
-        return isinstance(_json(run.config).get("config"), dict)
-    except Damaged:
-        return any(p.exists() for p in (run.metrics, run.results, run.path / ".lock"))
+        if is_folder(run.checkpoints):
+            return True
+        if not run.config.is_file():
+            return False
+        try:
+            return isinstance(_json(run.config).get("config"), dict)
+        except Damaged:
+            return any(p.exists() for p in (run.metrics, run.results, run.path / ".lock"))
+    except OSError:  # a folder this user may not look into
+        return False
 
 
 def list_runs(folder: str | os.PathLike, limit: int = MAX_RUNS) -> Listing:
@@ -125,6 +128,8 @@ def read_run(path: Path) -> RunInfo:
             info.state = "finished"
     except Damaged as problem:
         info.state, info.problem = "damaged", str(problem)
+    except OSError as error:
+        info.state, info.problem = "damaged", f"cannot be read ({error.strerror or error})"
     if run.held():
         info.state = "running"
     info.started = info.started or _changed_at(run)
