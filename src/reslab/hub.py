@@ -21,16 +21,14 @@ from typing import Any
 import torch
 
 from reslab.errors import ConfigError, WeightsError
-from reslab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from reslab.model_card import model_card
+from reslab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_NAMES
 from reslab.models.spec import Naming, ResNetSpec
 from reslab.models.weights import read_state_dict
 from reslab.models.zoo import SPECS, TIMM_FAMILY
 from reslab.paths import is_folder, printable
 
-# torchvision's names that timm also has, with the same keys; then timm's own family
-TORCHVISION_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-                     "wide_resnet50_2", "wide_resnet101_2")
+# torchvision's names (timm has them, with the same keys), then timm's own family
 TIMM_NAMES = TORCHVISION_NAMES + tuple(n for n in TIMM_FAMILY if n not in TORCHVISION_NAMES)
 FORMAT = "reslab-model-folder/1"  # the top-level "reslab" entry, which timm ignores
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
@@ -252,7 +250,6 @@ def export_folder(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict
 
     from reslab import __version__
     from reslab.io import atomic_folder
-    from reslab.model_card import model_card
     from reslab.paths import check_output, expand, run_files
     from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
 

@@ -124,11 +124,10 @@ def is_reslab_run(folder: Path) -> bool:
     three sections (config, versions with reslab's, machine)."""
     path = folder / "config.json"
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
+        if path.is_symlink():
             return False
-        with open(path, "rb") as file:
-            record = json.loads(file.read(_RUN_CONFIG_LIMIT + 1))
-    except (OSError, ValueError, RecursionError):
+        record = json.loads(read_own_file(path, "config.json", _RUN_CONFIG_LIMIT))
+    except (OSError, ValueError, RecursionError, ConfigError):
         return False
     if not isinstance(record, dict):
         return False

@@ -22,14 +22,14 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 
 def build_parser() -> tuple[Parser, dict[str, Handler]]:
-    from reslab.cli import data, experiments, models, train
+    from reslab.cli import data, experiments, models, runs, train
 
     parser = Parser(prog="reslab", description="Residual networks: build, inspect, train and "
                     "explain them. `reslab COMMAND --help` describes a command.")
     parser.add_argument("--version", action="version", version=f"reslab {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     handlers: dict[str, Handler] = {}
-    for module in (train, models, data, experiments):
+    for module in (train, models, runs, data, experiments):
         handlers.update(module.register(subcommands))
     _add_verbose(parser)
     return parser, handlers

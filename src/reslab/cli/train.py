@@ -64,9 +64,9 @@ def register(subcommands) -> dict:
     target.add_argument("--onnx", metavar="OUT", help="the .onnx file to write")
     target.add_argument("--folder", metavar="DIR", help="the model folder to write (new, "
                         "empty, or one reslab exported before)")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     export.add_argument("--include-normalization", action=argparse.BooleanOptionalAction,
-                        default=False, help="the graph takes pixels in [0, 1] and normalises "
+                        default=None, help="the graph takes pixels in [0, 1] and normalises "
                         "them itself (default: it takes normalised input)")
     export.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="average each image's probabilities with its mirror's in the "
@@ -178,13 +178,23 @@ def run_predict(ns: Namespace) -> int:
     return 1 if failed else 0
 
 
+# the options that shape an ONNX graph, which a model folder (weights as they are) has not
+ONNX_ONLY = {"opset": "--opset", "include_normalization": "--include-normalization",
+             "tta": "--tta"}
+
+
 def run_export(ns: Namespace) -> int:
     if ns.folder:
+        if given_onnx := [flag for key, flag in ONNX_ONLY.items()
+                          if getattr(ns, key) is not None]:
+            verb, them = ("shape", "them") if len(given_onnx) > 1 else ("shapes", "it")
+            raise_config_error(f"{', '.join(given_onnx)} {verb} an ONNX graph; --folder writes "
+                               f"the weights as they are: leave {them} out, or export --onnx")
         return _export_folder(ns)
     from reslab.export import export_onnx
 
-    info = export_onnx(ns.checkpoint, ns.onnx, opset=ns.opset,
-                       include_normalization=ns.include_normalization, tta_flip=ns.tta)
+    info = export_onnx(ns.checkpoint, ns.onnx, opset=17 if ns.opset is None else ns.opset,
+                       include_normalization=bool(ns.include_normalization), tta_flip=ns.tta)
     meta = info["metadata"]
     print(f"wrote {info['path']}: input batch x {'x'.join(map(str, meta['input_size']))}, "
           f"{meta['input']}; output {meta['output']}; {len(meta['classes'])} class names, "

@@ -10,6 +10,10 @@ from dataclasses import dataclass, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's ResNet names; timm has them too, with the same weights' keys
+TORCHVISION_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+                     "wide_resnet50_2", "wide_resnet101_2")
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,7 @@ _TIMM_256 = PretrainedCfg((3, 256, 256), crop_pct=0.95, test_input_size=(3, 320,
 _TIMM_176 = PretrainedCfg((3, 176, 176), test_input_size=(3, 224, 224))
 
 CFGS: dict[str, PretrainedCfg] = {
-    **dict.fromkeys(
-        ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-         "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"],
-        TORCHVISION),
+    **dict.fromkeys(TORCHVISION_NAMES, TORCHVISION),
     "resnet10t": _TIMM_176, "resnet14t": _TIMM_176,
     **dict.fromkeys(["resnet18d", "resnet26", "resnet26d", "resnet34d", "resnet50d",
                      "resnet50t", "resnext50d_32x4d", "seresnext50_32x4d", "ecaresnet50d",

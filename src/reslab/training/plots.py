@@ -71,3 +71,35 @@ def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path, title: 
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if counts[i, j] > top / 2 else "black")
     save_figure(figure, path)
+
+
+def plot_comparison(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Several runs' training loss (left) and validation accuracy (right) against the epoch,
+    one colour per run, the legend beside the axes rather than over the curves."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    nan = float("nan")  # an epoch without validation: a gap in its curve
+    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    loss_ax, acc_ax = figure.subplots(1, 2)
+    colours = _colours(len(histories))
+    for (name, history), colour in zip(histories.items(), colours, strict=True):
+        epochs = [row["epoch"] for row in history]
+        loss_ax.plot(epochs, [row["train_loss"] for row in history], "o-", ms=4, color=colour,
+                     label=name)
+        acc_ax.plot(epochs, [nan if row.get("val_acc") is None else row["val_acc"]
+                             for row in history], "s-", ms=4, color=colour)
+    for ax, label in ((loss_ax, "training loss"), (acc_ax, "validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    figure.legend(loc="outside right upper", title="run")
+    save_figure(figure, path)
+
+
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]

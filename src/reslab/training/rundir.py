@@ -21,14 +21,13 @@ import os
 import platform
 import stat
 from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reslab.errors import ConfigError
 from reslab.io import atomic_write_text
-from reslab.paths import RUN_FORMAT, printable
+from reslab.paths import RUN_FORMAT, printable, read_own_file
 
 
 def strict_json(value: Any, **kw) -> str:
@@ -45,6 +44,8 @@ def _finite_or_null(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite_or_null(v) for v in value]
     return value
+
+MAX_SMALL_FILE = 16 << 20  # config.json, results.json, metrics.jsonl: a few KB to a few MB
 
 
 class RunDir:
@@ -105,9 +106,36 @@ class RunDir:
         self.unlock()
 
     def write_config(self, config: dict[str, Any]) -> None:
-        record = {"format": RUN_FORMAT, "config": config, "versions": versions(),
-                  "machine": machine()}
+        """The resolved config, versions and machine; ``started`` (local time, ISO 8601) is
+        kept from the config.json a resumed or extended run already has."""
+        record = {"format": RUN_FORMAT, "config": config, "started": self._started(),
+                  "versions": versions(), "machine": machine()}
         atomic_write_text(self.config, strict_json(record, indent=2) + "\n")
+
+    def _started(self) -> str:
+        with suppress(OSError, ValueError, AttributeError, ConfigError):
+            started = json.loads(read_own_file(self.config, "config.json",
+                                               MAX_SMALL_FILE)).get("started")
+            if isinstance(started, str):
+                return started
+        return datetime.now().astimezone().isoformat(timespec="seconds")
+
+    def held(self) -> bool:
+        """Whether another process holds the run's lock (a run going on), tried with a shared
+        lock released at once; a missing ``.lock`` file is not created."""
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # closing releases the shared lock, if it was taken
+        return False
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the whole file from the history the checkpoint carries, so a run resumed
@@ -147,6 +175,7 @@ def open_lock(path: Path):
 
 def versions() -> dict[str, str]:
     import numpy
+    import torch
 
     from reslab import __version__
 
@@ -155,6 +184,8 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
+    import torch  # here, not at the top: `reslab runs` lists runs without loading torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
