@@ -276,7 +276,8 @@ def test_huge_sizes_in_a_checkpoint_are_refused_before_anything_is_built(tmp_pat
     assert results.pop("control") == "MemoryError"
     assert results.pop("peak_rss_mib") < 1024
     expected = {
-        "depths 1000000": "its spec asks for 1,000,001 units and input side 16 (limits 2,000",
+        "depths 1000000": "depths (1,000,000, 1) ask for 1,000,001 residual units, more than "
+                          "the limit of 2,000",
         "input 40000": "metadata asks for 40,000 input height, more than the limit of 2,048",
         # 3x3 convs 9 * (8 * 8 + 8 * 8) + 9 * (8 * 10^9 + 10^9 * 10^9), head 10^9 * 10
         "width 10^9": "its spec describes a network of at least 9,000,000,082,000,001,152 "
