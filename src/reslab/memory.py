@@ -201,11 +201,3 @@ def _env_limit() -> int | None:
                                 "a number with K, M, G or T (e.g. 2G)")
     scale = 1024 ** ("KMGT".find(match[2].upper()) + 1) if match[2] else 1
     return int(float(match[1]) * scale)
-
-
-def check_spec_parameters(spec, what: str, fix: str, copies: int = 1) -> None:
-    """Refuse a spec whose parameters alone (a lower bound, computed without building it),
-    ``copies`` times over, pass the budget: checked before a network is built at all."""
-    from reslab.training.checkpoint import fewest_parameters
-
-    require(4 * copies * fewest_parameters(spec), what, fix)

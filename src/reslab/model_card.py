@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reslab.hub import TORCHVISION_NAMES
+from reslab.runtime.model_folder import TORCHVISION_NAMES
 
 
 def model_card(config: dict[str, Any], meta: dict[str, Any], test: dict[str, Any] | None,
