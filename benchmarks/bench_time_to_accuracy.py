@@ -43,10 +43,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import bench_training, common, report
 from reslab.data import BatchLoader, load_dataset
 from reslab.models import create_model
+from reslab.runtime.device import resolve_device, resolve_precision
+from reslab.runtime.evaluate import evaluate
 from reslab.training import PRESETS, TrainConfig, preset, train
 from reslab.training.config import recipe
-from reslab.training.evaluate import evaluate
-from reslab.training.runtime import resolve_device, resolve_precision
 
 REFERENCE_PEAK = 390e9  # bf16 FLOP/s: the machine the targets are stated for
 # what switches each lever off, for the ablation (only those a preset turns on are tried);

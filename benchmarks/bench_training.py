@@ -26,8 +26,8 @@ import torch
 from benchmarks import common, reference_d2l
 from reslab import create_model
 from reslab.io import atomic_write_text
+from reslab.runtime.device import resolve_precision
 from reslab.training import TrainConfig, TrainState, preset, train_step
-from reslab.training.runtime import resolve_precision
 from reslab.training.whitening import freeze_first_conv
 
 # name -> (model, channels, side, batch, windows, steps per window)

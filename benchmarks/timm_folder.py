@@ -36,7 +36,7 @@ def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, size: list[int]) ->
 def to_timm(folder: str) -> dict:
     import timm
 
-    from reslab.training.checkpoint import model_from_checkpoint
+    from reslab.runtime.checkpoint import model_from_checkpoint
 
     ours, meta = model_from_checkpoint(Path(folder))
     theirs = timm.create_model(f"local-dir:{folder}", pretrained=True)
@@ -51,7 +51,7 @@ def from_timm(name: str) -> dict:
     import timm
     from timm.models import save_for_hf
 
-    from reslab.training.checkpoint import model_from_checkpoint
+    from reslab.runtime.checkpoint import model_from_checkpoint
 
     torch.manual_seed(0)
     theirs = timm.create_model(name, num_classes=7, in_chans=1).eval()

@@ -13,7 +13,7 @@ from PIL import Image
 import reslab
 from reslab.cli import main
 from reslab.errors import ConfigError, CorruptDataError, ReslabError, WeightsError
-from reslab.training.evaluate import EvalResult
+from reslab.runtime.evaluate import EvalResult
 
 
 @pytest.fixture(scope="module")

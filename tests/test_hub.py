@@ -13,7 +13,7 @@ from reslab.deploy import predict_files
 from reslab.errors import ConfigError, WeightsError
 from reslab.hub import export_folder, timm_architecture
 from reslab.models import create_model, get_spec, grow
-from reslab.training.checkpoint import model_from_checkpoint, save_checkpoint
+from reslab.runtime.checkpoint import model_from_checkpoint, save_checkpoint
 from reslab.training.config import TrainConfig
 from reslab.training.finetune import start_from_weights
 

@@ -23,13 +23,14 @@ from reslab.inference import InferenceModel
 from reslab.limits import MAX_PREDICT_IMAGES
 from reslab.models import ResNet, grow
 from reslab.paths import check_output, is_folder, printable, regular_file, run_files
-from reslab.training.checkpoint import (
+from reslab.runtime.checkpoint import (
+    check_spec_parameters,
     model_from_checkpoint,
     open_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
-from reslab.training.evaluate import EvalResult, evaluate, predict_proba
+from reslab.runtime.evaluate import EvalResult, evaluate, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def _check_grown_fits(spec, stage: int, blocks: int, source: Path) -> None:
         grown = spec.replace(depths=tuple(depths))
     except ReslabError:
         return  # past the unit limit: surgery names it
-    memory.check_spec_parameters(grown, f"growing {printable(source)} by {blocks} units",
+    check_spec_parameters(grown, f"growing {printable(source)} by {blocks} units",
                                  "lower --blocks", copies=3)
 
 

@@ -15,7 +15,7 @@ with warnings.catch_warnings():  # importing it defines TorchScript helpers, now
     warnings.simplefilter("ignore", DeprecationWarning)
     from torch.fx.experimental.optimization import fuse
 
-from reslab.training.runtime import autocast, resolve_device, resolve_precision
+from reslab.runtime.device import autocast, resolve_device, resolve_precision
 
 
 class InferenceModel(nn.Module):

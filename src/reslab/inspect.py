@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from reslab import memory
@@ -248,7 +247,7 @@ def _summarise(model: nn.Module, name: str, shape: Shape) -> Summary:
             memory.require(memory.inference_per_image(model, shape), f"a summary of {name} at "
                            f"{format_shape(shape)}", "give a smaller --input")
         x = torch.zeros(1, *shape, device=device)
-        shortcuts = _MetaShortcuts() if device.type == "meta" else contextlib.nullcontext()
+        shortcuts = memory.MetaShortcuts() if device.type == "meta" else contextlib.nullcontext()
         with torch.no_grad(), shortcuts:
             for segment in _segments(model):
                 with FlopCounterMode(display=False) as counter:
@@ -278,25 +277,8 @@ def _zoo_summary(name: str, shape: Shape) -> Summary:
 
 @functools.lru_cache(maxsize=64)
 def _build_on_meta(name: str, overrides: tuple[tuple[str, int], ...] = ()) -> nn.Module:
-    with torch.device("meta"), _MetaShortcuts():
+    with torch.device("meta"), memory.MetaShortcuts():
         return create_model(name, **dict(overrides))
-
-
-class _MetaShortcuts(TorchFunctionMode):
-    """Skip what means nothing for meta tensors yet costs about a millisecond a call there.
-
-    Meta tensors hold no values, so weight initialisation is moot, and batch norm keeps the
-    shape and is not counted by FlopCounterMode. Without this, resnet1202 takes seconds.
-    """
-
-    _SKIPPED = frozenset({"kaiming_uniform_", "uniform_", "normal_", "fill_", "zero_",
-                          "batch_norm", "relu"})
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__name__", None) in self._SKIPPED:
-            return args[0] if args else next(iter(kwargs.values()))  # the tensor, unchanged
-        return func(*args, **kwargs)
 
 
 # --- what a model takes ----------------------------------------------------------------

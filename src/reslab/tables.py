@@ -3,6 +3,7 @@ importing it (``reslab.inspect`` uses them too)."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 CONVENTION = (
@@ -48,3 +49,8 @@ def text_table(
     if rule_before_last:
         lines.insert(-1, rule)
     return "\n".join(lines)
+
+
+def natural_key(name: str) -> list:
+    """resnet18 before resnet101: numbers compared as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

@@ -26,8 +26,8 @@ from reslab.deploy import (
 from reslab.errors import ConfigError, CorruptDataError
 from reslab.inference import InferenceModel
 from reslab.paths import is_folder, printable, regular_file
-from reslab.training.checkpoint import model_from_checkpoint, resolve_checkpoint
-from reslab.training.evaluate import EvalResult
+from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.runtime.evaluate import EvalResult
 
 _BATCH = 256  # images per forward pass in predict()
 

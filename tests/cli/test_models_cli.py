@@ -74,8 +74,8 @@ def test_errors_are_one_line(capsys, argv, message):
 
 def test_the_kept_zoo_figures_are_what_summary_computes():
     # `reslab models` reads them instead of building every network; after a change to a
-    # spec or a unit, `python -m reslab.zoo_figures` rewrites them
-    from reslab.zoo_figures import computed_table
+    # spec or a unit, `python -m benchmarks.zoo_figures` rewrites them
+    from benchmarks.zoo_figures import computed_table
     from reslab.zoo_figures_table import FIGURES
 
     assert computed_table() == FIGURES

@@ -8,8 +8,8 @@ from reslab.cli.experiments import parse_settings
 from reslab.errors import ConfigError
 from reslab.experiments import EXPERIMENTS
 from reslab.models import ResNetSpec, build, read_metadata
+from reslab.runtime.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from reslab.training import TrainConfig, fit
-from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 from .conftest import FASHION_MNIST, PNG
 

@@ -12,7 +12,7 @@ from reslab.export import export_onnx
 from reslab.inference import InferenceModel
 from reslab.inspect import summary
 from reslab.models import ResidualUnit, ResNetSpec, register_attention, register_unit
-from reslab.training.checkpoint import save_checkpoint
+from reslab.runtime.checkpoint import save_checkpoint
 
 
 @register_attention("test_spatial_gate", replace=True)

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import reslab
 from reslab.models import ResNetSpec
-from reslab.training.checkpoint import save_checkpoint
+from reslab.runtime.checkpoint import save_checkpoint
 
 # Reproducible in CI, no example database; a deadline far above the few milliseconds an
 # example takes still catches a hang. About a second per property on one busy core.
@@ -268,7 +268,7 @@ def mutated(draw, original: bytes, focus: int | None = None):
 _CHILD = r"""
 import json, resource, sys, traceback
 import PIL.Image, safetensors.torch, torch
-import reslab.data, reslab.deploy, reslab.models.weights, reslab.training.checkpoint
+import reslab.data, reslab.deploy, reslab.models.weights, reslab.runtime.checkpoint
 
 def vm_size():
     for line in open("/proc/self/status"):

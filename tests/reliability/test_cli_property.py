@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from reslab.cli import main
-from reslab.training.checkpoint import save_checkpoint
+from reslab.runtime.checkpoint import save_checkpoint
 
 from . import hostile
 

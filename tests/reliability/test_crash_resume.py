@@ -19,7 +19,7 @@ import torch
 
 from reslab.errors import WeightsError
 from reslab.models import read_metadata
-from reslab.training.checkpoint import load_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint
 
 PAUSING_CLI = str(Path(__file__).with_name("pausing_cli.py"))
 STEPS_PER_EPOCH, EPOCHS = 4, 2  # 128 images / batch 32

@@ -16,8 +16,8 @@ import reslab.io
 from reslab.cli import main
 from reslab.errors import TrainingError
 from reslab.models import ResNetSpec, read_metadata
+from reslab.runtime.checkpoint import load_checkpoint
 from reslab.training import TrainConfig, fit
-from reslab.training.checkpoint import load_checkpoint
 from reslab.training.writer import RunWriter
 
 PAUSING_CLI = str(Path(__file__).with_name("pausing_cli.py"))

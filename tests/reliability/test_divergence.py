@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reslab.cli import main
-from reslab.training.checkpoint import load_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint
 
 
 def _finite(weights) -> bool:

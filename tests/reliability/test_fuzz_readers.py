@@ -27,7 +27,7 @@ from reslab.data.folder import decode_image, load_folder, probe_image
 from reslab.deploy import predict_files
 from reslab.errors import CorruptDataError, ReslabError, WeightsError
 from reslab.models.weights import read_state_dict
-from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint, model_from_checkpoint
 
 from . import hostile
 

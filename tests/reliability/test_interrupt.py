@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reslab.models import read_metadata
-from reslab.training.checkpoint import load_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint
 
 from .test_crash_resume import STEPS_PER_EPOCH, TIMING, finish, metrics, start, train_args
 from .test_crash_resume import wait_until as wait_for

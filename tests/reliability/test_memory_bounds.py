@@ -123,7 +123,7 @@ def zoo_checkpoint(path: Path, input_size: list[int], model: str = "resnet20") -
     """A checkpoint of a zoo name (no spec: built as create_model builds it)."""
     torch.manual_seed(0)
     net = reslab.create_model(model, num_classes=10, in_channels=1)
-    return reslab.training.checkpoint.save_checkpoint(
+    return reslab.runtime.checkpoint.save_checkpoint(
         path, net.state_dict(), hostile.checkpoint_metadata(spec=None, model=model,
                                                             input_size=input_size))
 
@@ -170,7 +170,7 @@ def test_grow_refuses_what_the_grown_network_would_need(tmp_path):
     ckpt = tmp_path / "r18.safetensors"
     torch.manual_seed(0)
     net = reslab.create_model("resnet18", num_classes=10, in_channels=1)
-    reslab.training.checkpoint.save_checkpoint(
+    reslab.runtime.checkpoint.save_checkpoint(
         ckpt, net.state_dict(), hostile.checkpoint_metadata(
             net.spec, model="resnet18", input_size=[1, 32, 32]))
     before = snapshot(tmp_path)

@@ -17,7 +17,7 @@ from reslab.cli import main
 from reslab.errors import WeightsError
 from reslab.models import ResNetSpec
 from reslab.models.weights import load_weights, read_state_dict, save_weights
-from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint, model_from_checkpoint
 
 from . import hostile
 
@@ -211,7 +211,7 @@ def test_a_huge_claim_is_refused_before_allocating(good, tmp_path):
     paths["a 10 GB network"] = tmp_path / "wide.safetensors"
     save_weights(reslab.build(TINY), paths["a 10 GB network"], hostile.checkpoint_metadata(wide))
     calls = "\n".join(
-        f"attempt({case!r} + ' ' + {fn!r}, lambda: reslab.training.checkpoint.{fn}({str(p)!r}))"
+        f"attempt({case!r} + ' ' + {fn!r}, lambda: reslab.runtime.checkpoint.{fn}({str(p)!r}))"
         for case, p in paths.items() for fn in ("load_checkpoint", "model_from_checkpoint"))
     results = hostile.run_capped(calls)
     assert results.pop("control") == "MemoryError"

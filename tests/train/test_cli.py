@@ -14,8 +14,8 @@ from PIL import Image
 
 import reslab.training.run as RUN  # noqa: E402
 from reslab.cli import main
+from reslab.runtime.checkpoint import model_from_checkpoint
 from reslab.training import TrainConfig, preset
-from reslab.training.checkpoint import model_from_checkpoint
 
 
 @pytest.fixture(scope="module")

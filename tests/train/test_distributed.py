@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from reslab.training.checkpoint import load_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint
 
 ARGS = ["--model", "resnet14", "--image-size", "16", "--channels", "1", "--epochs", "2",
         "--train-subset", "128", "--batch-size", "32", "--val-size", "40", "--quiet"]

@@ -7,8 +7,8 @@ import torch
 import reslab
 from reslab.errors import ConfigError, TrainingError
 from reslab.models import ResNetSpec, read_metadata
+from reslab.runtime.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.training import TrainConfig, fit
-from reslab.training.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.training.optim import make_optimizer
 from reslab.training.state import _match_parameter_layouts
 

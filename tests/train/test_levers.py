@@ -9,8 +9,8 @@ import reslab
 from reslab.data import AugmentConfig, BatchLoader
 from reslab.errors import ConfigError
 from reslab.models import ResNetSpec
+from reslab.runtime.evaluate import predict_proba
 from reslab.training import TrainConfig, fit
-from reslab.training.evaluate import predict_proba
 from reslab.training.whitening import first_conv, whiten_first_conv
 
 TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,

@@ -18,8 +18,8 @@ from reslab.cli import main
 from reslab.errors import ConfigError, WeightsError
 from reslab.experiments import grow_checkpoint
 from reslab.models import create_model, read_metadata
+from reslab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from reslab.training import TrainConfig, TrainState
-from reslab.training.checkpoint import load_checkpoint, save_checkpoint
 from reslab.training.finetune import freeze
 
 FOLDER = dict(data=None, image_size=16, channels=1, val_size=40, batch_size=32,

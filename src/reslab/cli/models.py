@@ -74,7 +74,7 @@ def _summary(target: str, options: Namespace):
                  if (v := getattr(options, k)) is not None}
     if not (path.exists() or path.suffix == ".safetensors"):
         return summary(target, options.input, **overrides)
-    from reslab.training.checkpoint import open_checkpoint, resolve_checkpoint
+    from reslab.runtime.checkpoint import open_checkpoint, resolve_checkpoint
 
     if overrides:
         raise ConfigError("--in-channels and --num-classes change a zoo model; a checkpoint "

@@ -128,7 +128,7 @@ def raise_config_error(message: str):
 def run_eval(ns: Namespace) -> int:
     from reslab.deploy import evaluate_checkpoint
     from reslab.paths import check_output, printable, run_files
-    from reslab.training.checkpoint import resolve_checkpoint
+    from reslab.runtime.checkpoint import resolve_checkpoint
     from reslab.training.plots import plot_confusion
 
     checkpoint = resolve_checkpoint(ns.checkpoint)

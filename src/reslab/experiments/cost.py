@@ -25,7 +25,7 @@ from reslab.experiments.protocol import (
 from reslab.experiments.report import count, literal, markdown_table, new_figure, noise, percent
 from reslab.inspect import format_count, summary
 from reslab.models import ResNetSpec, create_model, get_spec, list_models
-from reslab.training.runtime import resolve_device
+from reslab.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
 # Small bottleneck nets for Fashion-MNIST, the ImageNet trio in miniature: the 3x3 convs of

@@ -31,8 +31,8 @@ from reslab.experiments.report import (
     percent_pm,
     spread,
 )
+from reslab.runtime.evaluate import evaluate
 from reslab.training import TrainConfig
-from reslab.training.evaluate import evaluate
 from reslab.training.optim import peak_step
 
 

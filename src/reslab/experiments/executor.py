@@ -31,11 +31,11 @@ from reslab.experiments.report import save_figure, write_report
 from reslab.io import atomic_write_text
 from reslab.models import read_metadata
 from reslab.paths import read_own_file
+from reslab.runtime.checkpoint import load_checkpoint
+from reslab.runtime.device import resolve_device
 from reslab.training import FitResult, fit
-from reslab.training.checkpoint import load_checkpoint
 from reslab.training.loop import input_shape
 from reslab.training.rundir import RunDir
-from reslab.training.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 MEASURED = "measured.json"

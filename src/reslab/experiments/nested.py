@@ -42,7 +42,7 @@ from reslab.experiments.report import (
     spread,
 )
 from reslab.models import ResNet, grow
-from reslab.training.evaluate import evaluate
+from reslab.runtime.evaluate import evaluate
 
 # arm -> (what it is, shown after the shallow net's name)
 ARMS = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,13 @@ from torch import nn
 
 from reslab.errors import SpecError
 from reslab.models.attention import ATTENTION
+from reslab.models.choices import Block, Naming, Ordering, Shortcut, StrideOn
 from reslab.models.layers import ACTIVATIONS, ANTI_ALIAS, NORMS, DropPath
 from reslab.models.registry import Registry
 from reslab.models.small_map import conv_forward
-from reslab.models.spec import Block, Naming, Ordering, ResNetSpec, Shortcut, StrideOn
+
+if TYPE_CHECKING:  # the spec checks its unit's name here: it imports this module
+    from reslab.models.spec import ResNetSpec
 
 UNITS: Registry[Callable[..., nn.Module]] = Registry("unit", "unit")
 

@@ -151,7 +151,7 @@ def list_models(pattern: str = "*") -> list[str]:
     """Names in the zoo matching a shell-style pattern, sorted naturally."""
     import fnmatch
 
-    from reslab.zoo_figures import natural_key
+    from reslab.tables import natural_key
 
     names = [n for n in (*SPECS, *BASELINES) if fnmatch.fnmatch(n, pattern)]
     return sorted(names, key=natural_key)

@@ -13,11 +13,11 @@ from torch import nn
 
 from reslab.data import Dataset
 from reslab.errors import ConfigError
-from reslab.hub import is_model_folder, read_model_folder
 from reslab.models import create_model, load_weights, pretrained_cfg, read_metadata
 from reslab.models.weights import read_state_dict
 from reslab.paths import expand, is_folder, printable
-from reslab.training.checkpoint import blueprint, resolve_checkpoint
+from reslab.runtime.checkpoint import blueprint, resolve_checkpoint
+from reslab.runtime.model_folder import is_model_folder, read_model_folder
 from reslab.training.config import TrainConfig
 
 log = logging.getLogger(__name__)

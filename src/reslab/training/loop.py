@@ -23,13 +23,13 @@ from reslab import memory
 from reslab.data import AugmentConfig, BatchLoader, Dataset
 from reslab.errors import ConfigError, Interrupted, TrainingError
 from reslab.paths import printable
+from reslab.runtime.checkpoint import load_checkpoint
+from reslab.runtime.device import autocast, configure, resolve_device, resolve_precision
+from reslab.runtime.evaluate import EvalResult, evaluate
 from reslab.training import distributed
-from reslab.training.checkpoint import load_checkpoint
 from reslab.training.config import TrainConfig
-from reslab.training.evaluate import EvalResult, evaluate
 from reslab.training.interrupt import StopRequest
 from reslab.training.progress import Progress
-from reslab.training.runtime import autocast, configure, resolve_device, resolve_precision
 from reslab.training.state import TrainState
 from reslab.training.whitening import setup_whitening
 from reslab.training.writer import RunWriter

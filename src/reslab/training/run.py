@@ -16,8 +16,8 @@ from reslab.errors import ConfigError, WeightsError
 from reslab.models import create_model, read_metadata
 from reslab.models.weights import read_state_dict
 from reslab.paths import expand, printable
+from reslab.runtime.checkpoint import blueprint
 from reslab.tables import count
-from reslab.training.checkpoint import blueprint
 from reslab.training.config import TrainConfig, preset, preset_notes
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit

@@ -12,7 +12,7 @@ from typing import Any
 
 from reslab.errors import ConfigError, TrainingError
 from reslab.paths import check_run_folder
-from reslab.training.checkpoint import save_checkpoint
+from reslab.runtime.checkpoint import save_checkpoint
 from reslab.training.plots import plot_confusion, plot_curves
 from reslab.training.rundir import RunDir
 from reslab.training.state import TrainState

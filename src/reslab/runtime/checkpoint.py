@@ -14,6 +14,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from reslab import memory
 from reslab.errors import ReslabError, WeightsError
 from reslab.limits import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE, MAX_UNITS
 from reslab.models.weights import (
@@ -100,7 +101,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dic
 def open_checkpoint(path: str | os.PathLike) -> Blueprint:
     """A checkpoint file or model folder read and checked (``blueprint``), nothing built."""
     if is_folder(Path(path)):  # a timm / Hugging Face model folder
-        from reslab.hub import read_model_folder
+        from reslab.runtime.model_folder import read_model_folder
 
         weights, meta = read_model_folder(Path(path))
     else:
@@ -130,7 +131,7 @@ class Blueprint:
 
         changes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
                    if v is not None}
-        from reslab.memory import MemoryBudgetError, check_spec_parameters
+        from reslab.memory import MemoryBudgetError
 
         try:
             if self.spec is not None:
@@ -166,7 +167,6 @@ def blueprint(path: str | os.PathLike, meta: dict[str, Any],
     parameters it asks for against the numbers the file holds and the memory this machine
     has, then the network on the meta device against the file's names, shapes, input size
     and classes. Anything wrong is a WeightsError naming the file before a byte is allocated."""
-    from reslab import memory
     from reslab.models import build
     from reslab.models.zoo import create_model
 
@@ -256,6 +256,12 @@ def fewest_parameters(spec) -> int:
     return total
 
 
+def check_spec_parameters(spec, what: str, fix: str, copies: int = 1) -> None:
+    """Refuse a spec whose parameters alone (a lower bound, computed without building it),
+    ``copies`` times over, pass the budget: checked before a network is built at all."""
+    memory.require(4 * copies * fewest_parameters(spec), what, fix)
+
+
 def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     """The fields eval, predict and export read: a damaged or edited header fails here, naming
     the field, rather than later with a bare KeyError or IndexError."""
@@ -311,7 +317,7 @@ def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file, a run directory's best checkpoint, or a timm / Hugging Face model
     folder (``config.json`` beside ``model.safetensors``), returned as the folder."""
-    from reslab.hub import is_model_folder
+    from reslab.runtime.model_folder import is_model_folder
 
     path = expand(path, "checkpoint")
     if path.is_dir() and not (path / "checkpoints").is_dir() and is_model_folder(path):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab.training.runtime import autocast
+from reslab.runtime.device import autocast
 
 
 @dataclass
