@@ -48,14 +48,17 @@ KINDS = {
 }
 SLOW = {"wide_resnet50_2", "resnetrs50", "resnext50_32x4d", "preact_resnet164", "seresnet50",
         "ecaresnet50d"}
-# The 50-layer-and-deeper nets do not lower their loss within 4 steps at batch 16 (lr 0.0125:
-# the plain recipe's 0.2 at batch 256, scaled), though it stays finite: listed, so that the
-# test fails (and the name must leave this set) once one of them does. Every other kind
-# learns. Before presets kept their levers to fast_resnet10 and lr was scaled with the batch,
-# only plain20, lenet_bn, resnet20_b and resnet20_e learned here.
-DO_NOT_LEARN = {"resnet50", "resnext50_32x4d", "wide_resnet50_2", "preact_resnet164",
-                "resnet50d", "seresnet50", "ecaresnet50d", "resnetaa50d", "resnetblur50",
-                "resnetrs50", "resnet50_gn", "resnetv2_50"}
+# Four steps at batch 16 on 32 images cannot say whether a net learns (whether the last two
+# losses sit below the first two flips with the kernels: bf16 on one machine, fp32 on
+# another); what they can say is that the default recipe does not blow up: with the fast
+# preset's lr 0.6 and whitened stem kept for every model, and the rate not scaled with the
+# batch, 17 of these kinds' losses rose from about 2.4 to between 3 and 477 in four steps.
+# That they learn on a short run is measured on real data (training/config.py, PLAIN_LR).
+BLOW_UP = 1.5  # the largest step loss, as a multiple of the first
+# Still rising at the plain recipe's scaled rate (0.05 x 16/256), finite: resnet50_gn 2.9 to
+# 5.1 (GroupNorm, no batch statistics to tame the first steps) and resnetv2_50 17.5 to 26.9
+# (timm's pre-activation net starts with logits of that size). Open: a recipe for them.
+RISING = {"resnet50_gn", "resnetv2_50"}
 
 
 @pytest.fixture
@@ -70,11 +73,6 @@ def losses(monkeypatch):
 
     monkeypatch.setattr(LOOP, "train_step", recording)
     return seen
-
-
-def learned(seen: list[float]) -> bool:
-    return (len(seen) == 4 and all(math.isfinite(v) for v in seen)
-            and sum(seen[2:]) < sum(seen[:2]))
 
 
 def marks(name):
@@ -103,9 +101,8 @@ def test_a_model_trains_with_default_options(name, fixtures, tmp_path, losses):
     assert len(rows) == 2
     assert rows[0]["train_loss"] == pytest.approx(sum(losses[:2]) / 2, rel=1e-4)
     assert json.loads((out / "results.json").read_text())["images"] == 40
-    # the logged epoch losses say the same as the steps'
-    went_down = rows[1]["train_loss"] < rows[0]["train_loss"]
-    assert learned(losses) == went_down == (name not in DO_NOT_LEARN), losses
+    assert rows[1]["train_loss"] == pytest.approx(sum(losses[2:]) / 2, rel=1e-4)
+    assert (max(losses) < BLOW_UP * losses[0]) == (name not in RISING), losses
 
 
 def test_groupnorm_with_a_whitened_frozen_stem_trains(fixtures, tmp_path):

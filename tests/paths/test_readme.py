@@ -14,7 +14,8 @@ How a README command is scaled down to the fixtures (conftest's tiny generated d
   unless it gives ``--epochs`` (the presets' 3 to 10); ``--preset d2l`` gets ``--resize 32``
   (96x96: the same network at a ninth of the cost); the long ``--epochs`` of EPOCHS become 1
   and 2 (an extension stays one), and reslab.train's ``epochs`` of API_EPOCHS likewise;
-  ``train_subset=2000`` is dropped (the fixture has 100 training images);
+  ``train_subset=2000`` is dropped and a ``--train-subset`` becomes 64 (the fixture has 100
+  training images);
 - ``reslab experiment degradation`` without ``--set`` gets EXPERIMENT_SET's (depth 8, one
   seed, 64 images, one epoch);
 - Ctrl-C: a command whose pasted output says ``stopped by SIGINT at epoch E`` gets a SIGINT,
@@ -74,6 +75,10 @@ SKIPPED = {
         "two processes and a TCP rendezvous; tests/train/test_distributed.py runs torchrun "
         "with 2 CPU processes",
 }
+SKIPPED_PYTHON = {  # a block's first line: why it is not run
+    "import timm": "timm is not a dependency (docs/timm_folders.md: checked outside CI with "
+                   "real timm, benchmarks/timm_folder.py)",
+}
 EXPANDED = {  # a synopsis: the commands it stands for
     "reslab summary NAME|CHECKPOINT|RUN [--input CxHxW] [--in-channels N] [--json] "
     "[--compare A B]": [
@@ -81,6 +86,9 @@ EXPANDED = {  # a synopsis: the commands it stands for
         "reslab summary runs/r20/checkpoints/best.safetensors", "reslab summary runs/r20 --json",
         "reslab summary --compare resnet20 plain20"],
     "reslab models [PATTERN]": ["reslab models", "reslab models 'resnext*'"],
+    "reslab runs [DIR] [--json]": ["reslab runs", "reslab runs runs --json"],
+    "reslab runs --compare runs/a runs/b --out curves.png": [
+        "reslab runs --compare runs/r20 runs/shoes-ft --out curves.png"],
     "reslab data info NAME | reslab data show NAME --out grid.png [--augmented]": [
         "reslab data info fashion-mnist", "reslab data show fashion-mnist --out grid.png",
         "reslab data show fashion-mnist --out grid-augmented.png --augmented"],
@@ -88,6 +96,7 @@ EXPANDED = {  # a synopsis: the commands it stands for
 EPOCHS = {"30": "1", "40": "2"}  # the command line's
 API_EPOCHS = {3: 1, 5: 2}  # reslab.train's (the CLI's 3 extends a run of 2: kept there)
 BATCH = 16
+SUBSET = "64"  # a --train-subset (the fixture has 100 training images)
 STEPS_PER_EPOCH = 6  # the fixture's 120 training images less 20 held out, at batch 16
 EXPERIMENT_SET = {"degradation": [
     "depths=8", "seeds=0", "width=4", "epochs=1", "train_size=64", "val_size=20",
@@ -97,6 +106,9 @@ INTERRUPTED = {  # stopped by Ctrl-C after this step: the command below continue
 NOT_COMPARED = [
     r"^\s*\.\.\.$",  # an elision
     r"^  found in  ",  # the machine's data folder
+    # `reslab runs`'s table: its rows, and so its columns' widths, are the folder's runs
+    # (tests/test_runs.py checks the table)
+    r"^run\s+state\s+model", r"^-+(  -+)+$", r"^\S+\s+(finished|interrupted|running|damaged)\s",
 ]
 DATA_DEPENDENT = [  # compared with numbers, class names and precision masked
     r" \| ",  # a run's header line
@@ -172,6 +184,13 @@ def parse(text: str) -> list[Step]:
 STEPS = parse(README.read_text())
 
 
+def skipped(step: Step) -> str | None:
+    """Why a step is not run, or None."""
+    if step.kind == "python":
+        return SKIPPED_PYTHON.get(step.text.splitlines()[0].strip())
+    return SKIPPED.get(typed(step))
+
+
 def typed(step: Step) -> str:
     """The command without its comment."""
     return " ".join(shlex.split(step.text, comments=True))
@@ -187,7 +206,8 @@ def commands(step: Step) -> list[str]:
 
 def shrink(args: list[str]) -> list[str]:
     """A README command at the fixtures' scale (the module docstring's rules)."""
-    args = [EPOCHS.get(a, a) if i and args[i - 1] == "--epochs" else a
+    args = [EPOCHS.get(a, a) if i and args[i - 1] == "--epochs" else
+            SUBSET if i and args[i - 1] == "--train-subset" else a
             for i, a in enumerate(args)]
     if args[0] == "train" and "--resume" not in args:
         args += [] if "--batch-size" in args else ["--batch-size", str(BATCH)]
@@ -392,6 +412,8 @@ class Runner:
 
     @staticmethod
     def run(step: Step) -> Ran | BaseException | None:
+        if skipped(step):
+            return None
         try:
             if step.kind == "shell":
                 return run_shell(step)
@@ -429,7 +451,7 @@ def test_the_readme_has_the_blocks_this_file_parses():
 def test_readme_step(step, runner):
     result = runner(step)
     if result is None:
-        pytest.skip(SKIPPED[typed(step)])
+        pytest.skip(skipped(step))
     if isinstance(result, BaseException):
         raise result
     failed = any(line.startswith(("reslab: error:", "reslab: stopped by"))

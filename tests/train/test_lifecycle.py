@@ -160,8 +160,8 @@ def test_resume_refuses_each_changed_option_naming_saved_and_given(base_run):
     with pytest.raises(ConfigError) as refused:
         reslab.train(resume=base_run, lr=0.5, batch_size=8, quiet=True)
     message = str(refused.value)
-    # lr: 0.2 at batch 256, scaled to the run's batch 32
-    assert "lr (saved 0.025, given 0.5)" in message
+    # lr: the plain recipe's 0.05 at batch 256, scaled to the run's batch 32
+    assert "lr (saved 0.00625, given 0.5)" in message
     assert "batch_size (saved 32, given 8)" in message
     assert "\n" not in message
     with pytest.raises(ConfigError, match="fewer than the 2 epochs"):
@@ -327,7 +327,7 @@ def test_progress_goes_to_stderr_and_results_to_stdout_through_a_pipe(tmp_path, 
     assert "epoch" not in run.stdout.split("model of epoch")[0]
     levers, scaled, *lines = run.stderr.splitlines()
     assert levers.startswith("preset fast: its levers")  # tuned for fast_resnet10, not resnet14
-    assert scaled.startswith("lr 0.025: the recipe's 0.2 at batch 256, scaled to batch 32")
+    assert scaled.startswith("lr 0.00625: the recipe's 0.05 at batch 256, scaled to batch 32")
     assert lines[0].startswith("resnet14: ") and "parameters" in lines[0] and "MACs" in lines[0]
     assert "96 train (subset of 260) / 40 val / 60 test images, 1x16x16" in lines[0]
     assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]

@@ -150,20 +150,21 @@ def test_the_d2l_preset_runs_with_its_empty_validation_split(image_folder, tmp_p
 
 
 def test_a_presets_tuned_levers_apply_only_to_the_network_they_were_tuned_for():
-    from reslab.training.config import preset_notes
+    from reslab.training.config import PLAIN_LR, preset_notes
 
     own = preset("fast")
     assert (own.model, own.whiten_stem, own.lr, own.epochs) == ("fast_resnet10", True, 0.6, 3)
     assert preset("fast", model="fast_resnet10") == own
     other = preset("fast", model="resnet20")  # the plain recipe, the preset's length
-    assert (other.whiten_stem, other.lr, other.epochs) == (False, TrainConfig.lr, 3)
+    assert (other.whiten_stem, other.lr, other.epochs) == (False, PLAIN_LR, 3)
     assert (other.optimizer, other.nesterov, other.schedule) == ("sgd", True, "onecycle")
     best = preset("best", model="d2l_resnet18")  # generic augmentation stays
-    assert (best.whiten_stem, best.lr, best.erase, best.crop_padding) == (False, 0.2, 0.5, 2)
+    assert (best.whiten_stem, best.lr, best.erase, best.crop_padding) == (False, 0.05, 0.5, 2)
     assert preset("fast", model="resnet20", lr=0.6).lr == 0.6  # options still win
     (note,) = preset_notes("fast", other, {"model"})
-    assert note.startswith("preset fast: its levers (whiten_stem True, lr 0.6) are tuned for "
-                           "fast_resnet10, so resnet20 trains on the plain recipe")
+    assert note == ("preset fast: its levers (whiten_stem True, lr 0.6) are tuned for "
+                    "fast_resnet10, so resnet20 trains on the plain recipe (SGD + Nesterov, "
+                    "one-cycle to lr 0.05); give them as options to try them")
     assert "lr 0.6" not in preset_notes("fast", other, {"model", "lr"})[0]
     assert preset_notes("fast", other, {"model", "lr", "whiten_stem"}) == []
     assert preset_notes("fast", own) == preset_notes("d2l", preset("d2l")) == []
@@ -173,7 +174,7 @@ def test_another_batch_size_scales_the_recipes_learning_rate():
     from reslab.training.config import preset_notes
 
     assert preset("fast", batch_size=64).lr == pytest.approx(0.15)  # 0.6 at 256
-    assert preset("fast", model="resnet20", batch_size=16).lr == pytest.approx(0.0125)
+    assert preset("fast", model="resnet20", batch_size=16).lr == pytest.approx(0.003125)
     assert preset("d2l", batch_size=128).lr == pytest.approx(0.025)  # 0.05 at 256
     assert preset("paper-cifar", batch_size=256).lr == pytest.approx(0.2)  # 0.1 at 128
     assert preset("fast", batch_size=64, lr=0.5).lr == 0.5  # a given rate is kept
@@ -192,5 +193,5 @@ def test_print_config_shows_the_recipe_a_model_gets(capsys):
     assert main(["train", "--model", "resnet20", "--print-config"]) == 0
     out, err = capsys.readouterr()
     shown = json.loads(out)
-    assert (shown["model"], shown["whiten_stem"], shown["lr"]) == ("resnet20", False, 0.2)
+    assert (shown["model"], shown["whiten_stem"], shown["lr"]) == ("resnet20", False, 0.05)
     assert err.startswith("note: preset fast: its levers") and err.count("\n") == 1
