@@ -88,7 +88,7 @@ EXPANDED = {  # a synopsis: the commands it stands for
     "reslab models [PATTERN]": ["reslab models", "reslab models 'resnext*'"],
     "reslab runs [DIR] [--json]": ["reslab runs", "reslab runs runs --json"],
     "reslab runs --compare runs/a runs/b --out curves.png": [
-        "reslab runs --compare runs/r20 runs/shoes-ft --out curves.png"],
+        "reslab runs --compare runs/r20 --out curves.png"],
     "reslab data info NAME | reslab data show NAME --out grid.png [--augmented]": [
         "reslab data info fashion-mnist", "reslab data show fashion-mnist --out grid.png",
         "reslab data show fashion-mnist --out grid-augmented.png --augmented"],
@@ -115,7 +115,9 @@ DATA_DEPENDENT = [  # compared with numbers, class names and precision masked
     r"^epoch \d+/\d+ ", r"^test accuracy ", r"^resumed ", r"stopped by SIGINT",
     r"these cannot change", r"^head: replaced", r"^normalisation: ",
     r"^test\d\.png: ", r'^\{"path": ', r" on test: accuracy ", r"^  \S.*  \d\.\d{4}$",
-    r"^wrote \S+\.onnx: ", r"^onnxruntime: accuracy ",
+    r"^wrote \S+\.onnx: ", r"^onnxruntime: accuracy ", r"^wrote \S+: timm architecture ",
+    r"^(ankle-boot|pullover|trouser)\.png: ",
+    r"^(note: )?preset \S+: its levers ", r"^(note: )?lr [\d.]+: the recipe's ",  # batch 16
     r"^FitResult: ", r"^\[<Prediction ", r"^EvalResult\(",
     r"^  (train|val|test|mean|std) ",  # `data info`'s rows
 ]
@@ -360,7 +362,8 @@ def run_doctest(step: Step) -> Ran:
 def write_user_files(fixtures, folder: Path) -> None:
     """USER_FILES: what the README's commands refer to, made from the fixtures."""
     test = dataset.load_dataset("fashion-mnist").test.images
-    for name, i in [("shoe.png", 0), ("shirt.jpg", 1), ("test0.png", 0), ("test1.png", 1)]:
+    for name, i in [("shoe.png", 0), ("shirt.jpg", 1), ("test0.png", 0), ("test1.png", 1),
+                    ("ankle-boot.png", 0), ("pullover.png", 1), ("trouser.png", 2)]:
         Image.fromarray(test[i, 0].numpy(), mode="L").save(folder / name)
     torch.manual_seed(0)
     torch.save(reslab.create_model("resnet18").state_dict(), folder / "resnet18.pth")
@@ -372,7 +375,8 @@ def write_user_files(fixtures, folder: Path) -> None:
                             folder / "runs" / "shoes" / split / f"class{label}")
 
 
-USER_FILES = ["shoe.png", "shirt.jpg", "test0.png", "test1.png", "resnet18.pth",
+USER_FILES = ["shoe.png", "shirt.jpg", "test0.png", "test1.png", "ankle-boot.png",
+              "pullover.png", "trouser.png", "resnet18.pth",
               "resnet18-f37072fd.pth", "photos/", "runs/shoes/"]
 
 
