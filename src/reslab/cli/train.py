@@ -160,8 +160,6 @@ def run_eval(ns: Namespace) -> int:
 def run_predict(ns: Namespace) -> int:
     """Each result on stdout as soon as it is made (a line, or a JSON object per line with
     --json); an image that could not be read on stderr; exit 1 if any could not."""
-    import sys
-
     from reslab.deploy import iter_predictions
     from reslab.paths import printable
 
