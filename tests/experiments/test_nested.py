@@ -3,8 +3,7 @@ import torch
 
 from reslab.errors import ConfigError
 from reslab.experiments import nested, run
-from reslab.experiments.nested import grow
-from reslab.models import ResNetSpec, build, get_spec
+from reslab.models import ResNetSpec, build, get_spec, grow
 
 from .conftest import TINY, check_report
 

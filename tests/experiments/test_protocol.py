@@ -65,3 +65,11 @@ def test_every_registered_experiment_declares_itself_and_its_defaults_check():
         assert experiment.name == name and experiment.title
         for mode in experiment.mode_names():
             experiment.resolve(mode, {})  # every mode's values are in range
+
+
+def test_the_commands_torch_free_list_of_experiments_is_the_registry():
+    """`reslab experiment --help` names the experiments without importing them (torch)."""
+    from reslab.cli.experiments import NAMES
+    from reslab.experiments import EXPERIMENTS
+
+    assert NAMES.split(", ") == list(EXPERIMENTS)

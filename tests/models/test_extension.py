@@ -7,11 +7,10 @@ from torch import nn
 
 import reslab
 from reslab.errors import SpecError
-from reslab.experiments.nested import grow
 from reslab.export import export_onnx
 from reslab.inference import InferenceModel
 from reslab.inspect import summary
-from reslab.models import ResidualUnit, ResNetSpec, register_attention, register_unit
+from reslab.models import ResidualUnit, ResNetSpec, grow, register_attention, register_unit
 from reslab.runtime.checkpoint import save_checkpoint
 
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import reslab
-from reslab.experiments.nested import grow
 from reslab.inference import InferenceModel
+from reslab.models import grow
 
 NAMES = ["resnet26t", "resnet50d", "seresnext50_32x4d", "ecaresnet50d", "resnetaa50d",
          "resnetblur50", "resnetrs50", "resnet50_gn", "resnetv2_50d"]
