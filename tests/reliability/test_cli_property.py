@@ -164,19 +164,9 @@ def test_any_arguments_end_in_0_1_or_2_without_traceback_or_stray_files(workspac
     @given(argv=_command(workspace))
     def run(argv):
         before = _snapshot(workspace)
-        out, err = io.StringIO(), io.StringIO()
-        cwd = os.getcwd()
-        os.chdir(workspace / "out")  # a default output lands among the outputs
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = main(argv)
-                except SystemExit as stopped:
-                    code = stopped.code
-        finally:
-            os.chdir(cwd)
-        _check(workspace, [*argv, "--out", str(workspace / "out")], code, err.getvalue(),
-               before)
+        # in the outputs' folder: a default output lands among the outputs
+        code, _, err = _in_process(argv, workspace / "out")
+        _check(workspace, [*argv, "--out", str(workspace / "out")], code, err, before)
 
     run()
 

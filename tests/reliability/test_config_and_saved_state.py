@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,8 @@ import pytest
 from reslab.models.weights import METADATA_KEY
 
 from . import hostile
-from .test_outputs_and_inputs import cli, snapshot
-
-
-def _refused(argv, expected, root: Path, limit_s: float = 20):
-    before = snapshot(root)
-    started = time.monotonic()
-    code, out, err = cli(*argv)
-    assert code == 1, err
-    assert err.startswith("reslab: error: ") and len(err.splitlines()) == 1, err
-    assert expected in err, err
-    assert time.monotonic() - started < limit_s
-    assert snapshot(root) == before
+from .test_outputs_and_inputs import cli
+from .test_outputs_and_inputs import refused as _refused
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,19 @@ def snapshot(root: Path) -> dict[str, str]:
         elif path.is_file():
             files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
+
+
+def refused(argv, expected: str, root: Path, limit_s: float = 20) -> None:
+    """``reslab argv`` exits 1 with one line holding ``expected``, within ``limit_s``,
+    every file under ``root`` as it was."""
+    before = snapshot(root)
+    started = time.monotonic()
+    code, out, err = cli(*argv)
+    assert code == 1, err
+    assert err.startswith("reslab: error: ") and len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert time.monotonic() - started < limit_s
+    assert snapshot(root) == before
 
 
 def cli(*argv) -> tuple[int, str, str]:

@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
 from reslab.paths import read_own_file
 from reslab.training.rundir import RunDir
 
-from .test_outputs_and_inputs import cli, snapshot
-
-
-def _refused(argv, expected, root, limit_s=20):
-    before = snapshot(root)
-    started = time.monotonic()
-    code, out, err = cli(*argv)
-    assert code == 1, err
-    assert err.startswith("reslab: error: ") and len(err.splitlines()) == 1, err
-    assert expected in err, err
-    assert time.monotonic() - started < limit_s
-    assert snapshot(root) == before
+from .test_outputs_and_inputs import refused as _refused
+from .test_outputs_and_inputs import snapshot
 
 
 @pytest.fixture
