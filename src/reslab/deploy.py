@@ -22,7 +22,14 @@ from reslab.errors import ConfigError, ReslabError, WeightsError
 from reslab.inference import InferenceModel
 from reslab.limits import MAX_PREDICT_IMAGES
 from reslab.models import ResNet, grow
-from reslab.paths import check_output, is_folder, printable, regular_file, run_files
+from reslab.paths import (
+    check_output,
+    is_folder,
+    printable,
+    read_own_file,
+    regular_file,
+    run_files,
+)
 from reslab.runtime.checkpoint import (
     check_spec_parameters,
     model_from_checkpoint,
@@ -55,11 +62,10 @@ def evaluate_loaded(
     resized and normalised as the run's were. Without ``data_dir``, the run's own (its
     config.json's ``data_dir``) where the data is the run's."""
     config = meta.get("config", {})
-    name = data or _trained_on(checkpoint, meta)
-    if data_dir is None:
-        run = _run_config(Path(checkpoint))
-        if run.get("data") == name:
-            data_dir = run.get("data_dir")
+    run = _run_config(Path(checkpoint))
+    name = data or _trained_on(checkpoint, meta, run)
+    if data_dir is None and run.get("data") == name:
+        data_dir = run.get("data_dir")
     dataset = load_dataset(name, data_dir,
                            val_size=config.get("val_size"), seed=config.get("seed", 0),
                            image_size=config.get("image_size"), channels=config.get("channels"))
@@ -92,25 +98,21 @@ def batch_that_fits(model: torch.nn.Module, meta: dict[str, Any], batch_size: in
     return fits
 
 
-def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any]) -> str:
+def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any],
+                run: dict[str, Any]) -> str:
     """The data set a checkpoint was trained on: a built-in one, or the folder its run's own
-    config.json names. A checkpoint alone never chooses a folder for reslab to read."""
+    config (``run``) names. A checkpoint alone never chooses a folder for reslab to read."""
     from reslab.data import dataset_names
 
     if meta.get("source") == "model-folder" and not meta.get("data"):
         raise ConfigError(f"{printable(checkpoint)} is a model folder that names no data set it "
                           "was trained on: give the data with --data")
     name = meta.get("data") or "fashion-mnist"
-    if name not in dataset_names() and name != _run_data(Path(checkpoint)):
+    if name not in dataset_names() and name != run.get("data"):
         raise ConfigError(f"{printable(checkpoint)} was trained on {printable(name)!r}, not a "
                           "built-in data set; a checkpoint does not choose what reslab reads: "
                           "give the data with --data")
     return name
-
-
-def _run_data(checkpoint: Path) -> str | None:
-    """The data of the run whose checkpoints/ folder holds ``checkpoint``, from its config.json."""
-    return _run_config(checkpoint).get("data")
 
 
 def _run_config(checkpoint: Path) -> dict[str, Any]:
@@ -120,11 +122,9 @@ def _run_config(checkpoint: Path) -> dict[str, Any]:
     config = run / "config.json"
     if run == checkpoint.parent.parent and checkpoint.parent.name != "checkpoints":
         return {}
-    if not config.is_file() or config.stat().st_size > 1 << 20:  # a config.json is a few kB
-        return {}
-    try:
-        found = json.loads(config.read_text())["config"]
-    except (OSError, ValueError, LookupError, TypeError):
+    try:  # a config.json is a few kB; anything else put in its place is not read
+        found = json.loads(read_own_file(config, "config.json", 1 << 20))["config"]
+    except (OSError, ValueError, LookupError, TypeError, ConfigError):
         return {}
     return found if isinstance(found, dict) else {}
 
