@@ -124,6 +124,16 @@ def test_a_damaged_config_shows_as_damaged_and_a_run_folder_alone_lists_itself(t
                                                       "config.json is not valid JSON")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
+def test_a_pipe_in_place_of_a_runs_file_is_damaged_not_waited_on(trained, tmp_path):
+    run = _copy(trained, tmp_path, "piped", "2024-12-04T08:00:00+00:00")
+    (run / "metrics.jsonl").unlink()
+    os.mkfifo(run / "metrics.jsonl")  # read_text would block here forever
+    [info] = LISTING.list_runs(run).runs
+    assert (info.state, info.problem) == ("damaged", "metrics.jsonl is not a regular file of "
+                                          "at most 16 MB, as reslab writes it")
+
+
 def test_only_the_most_recent_folders_are_opened_past_the_limit(trained, tmp_path, monkeypatch):
     for i in range(30):
         (tmp_path / f"other{i:02d}").mkdir()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ConfigError
-from reslab.paths import expand, is_folder, printable
+from reslab.paths import expand, is_folder, printable, read_own_file
 from reslab.training.rundir import MAX_SMALL_FILE, RunDir
 
 MAX_RUNS = 500  # folders read by default; the rest are counted, not opened
@@ -105,7 +105,7 @@ def read_run(path: Path) -> RunInfo:
     run = RunDir(path)
     info = RunInfo(name=path.name, path=str(path), state="interrupted")
     try:
-        record = _json(run.config) if run.config.is_file() else {}
+        record = _json(run.config) if os.path.lexists(run.config) else {}
         info.started = _text(record.get("started"))
         config = record.get("config", {})
         if not isinstance(config, dict):
@@ -118,7 +118,7 @@ def read_run(path: Path) -> RunInfo:
         info.best_val_acc = max(vals) if vals else None
         info.train_seconds = (sum(_number(row.get("seconds")) or 0.0 for row in history)
                               if history else None)
-        if run.results.is_file():
+        if os.path.lexists(run.results):  # present: read, or damaged
             results = _json(run.results)
             info.test_acc = _number(results.get("accuracy"))
             if info.test_acc is None:
@@ -138,7 +138,7 @@ def read_run(path: Path) -> RunInfo:
 
 def read_history(run: RunDir) -> list[dict[str, Any]]:
     """metrics.jsonl's rows, one per finished epoch ([] before the first)."""
-    if not run.metrics.is_file():
+    if not os.path.lexists(run.metrics):
         return []
     rows = []
     for number, line in enumerate(_read(run.metrics).splitlines(), 1):
@@ -153,12 +153,14 @@ def read_history(run: RunDir) -> list[dict[str, Any]]:
 
 
 def _read(path: Path) -> str:
+    """A run's small file, through the one reader of a folder's own files (a FIFO or device
+    put in its place is refused unread, not waited on)."""
     try:
-        if path.stat().st_size > MAX_SMALL_FILE:
-            raise Damaged(f"{path.name} is over {MAX_SMALL_FILE >> 20} MB, more than reslab "
-                          "writes")
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        return read_own_file(path, path.name, MAX_SMALL_FILE)
+    except ConfigError:
+        raise Damaged(f"{path.name} is not a regular file of at most "
+                      f"{MAX_SMALL_FILE >> 20} MB, as reslab writes it") from None
+    except OSError as error:
         raise Damaged(f"{path.name} cannot be read ({type(error).__name__})") from None
 
 
