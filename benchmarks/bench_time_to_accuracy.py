@@ -11,11 +11,12 @@ measures test accuracy of the model validation saw; the clock stops while it doe
 then found up to N epochs late). An epoch's time is the run's wall time from the call to
 ``train`` (data loading included) to the end of that epoch's validation and checkpoint. The
 time to X% is the first epoch end measured at or above X, reported per seed and as the median
-over seeds (a seed that never gets there counts as never). Where the runs compute in bf16,
-times are also given normalised to a machine whose bf16 ``torch.mm`` peak is 390 GFLOP/s
-(this machine's is measured first, alone): normalised = seconds x peak / 390. A machine
-without fast bf16 kernels trains in fp32: its fp32 peak is measured and reported instead, and
-the times are not normalised (no honest factor relates them).
+over seeds (a seed that never gets there counts as never), and for every seed: the compute
+by which the slowest seed got there, or how many did. Times are the machine's own, never
+normalised: a matrix-multiply peak that differs 5x between machines (AMX) moves a small
+convolutional net's step by 1.4x, so no factor relates them honestly. Beside them each entry
+keeps the machine's kind (AVX2, AVX-512 bf16 or AMX, from its CPU flags) and both peaks,
+bf16 and fp32 ``torch.mm``, measured first, alone.
 
 Each preset's entry keeps the machine, date and peak it was measured with; presets not
 measured this time keep their earlier entries in the results file.
@@ -48,7 +49,6 @@ from reslab.runtime.evaluate import evaluate
 from reslab.training import PRESETS, TrainConfig, preset, train
 from reslab.training.config import recipe
 
-REFERENCE_PEAK = 390e9  # bf16 FLOP/s: the machine the targets are stated for
 # what switches each lever off, for the ablation (only those a preset turns on are tried);
 # the learning rate goes back to TrainConfig's plain 0.2
 LEVERS_OFF = {
@@ -119,20 +119,18 @@ def step_utilisation(preset_name: str, peak: float, windows: int = 5) -> dict:
             "utilisation": rate * flops / peak, "precision": precision}
 
 
-def reached(run: dict, target: float, peak: float) -> dict | None:
-    """When ``run`` first reached ``target`` test accuracy: epoch, seconds, compute.
-    ``peak``: the bf16 peak to normalise by; None where the run computed in fp32."""
+def reached(run: dict, target: float) -> dict | None:
+    """When ``run`` first reached ``target`` test accuracy: epoch, seconds, compute."""
     epoch = next((e for e in run["epochs"]
                   if e["test_acc"] is not None and e["test_acc"] >= target), None)
     if epoch is None:
         return None
     return {"epoch": epoch["epoch"], "seconds": epoch["wall_s"],
-            "normalised_s": None if peak is None else epoch["wall_s"] * peak / REFERENCE_PEAK,
             "tflop": epoch["images"] * run["train_flops_per_image"] / 1e12}
 
 
-def time_to(runs: list[dict], target: float, peak: float) -> dict:
-    per_seed = [reached(run, target, peak) for run in runs]
+def time_to(runs: list[dict], target: float) -> dict:
+    per_seed = [reached(run, target) for run in runs]
 
     def median(key: str) -> float | None:
         # a run that never got there counts as infinitely slow
@@ -140,13 +138,16 @@ def time_to(runs: list[dict], target: float, peak: float) -> dict:
         middle = statistics.median(values)
         return None if middle == float("inf") else middle
 
+    got_there = [r for r in per_seed if r]
     return {"target": target, "per_seed": per_seed, "median_s": median("seconds"),
-            "median_normalised_s": None if peak is None else median("normalised_s"),
-            "median_tflop": median("tflop")}
+            "median_tflop": median("tflop"), "seeds_reached": len(got_there),
+            # the goal is every seed: the compute by which the slowest one got there
+            "every_seed_tflop": (max(r["tflop"] for r in got_there)
+                                 if got_there and len(got_there) == len(per_seed) else None)}
 
 
-def ablation(preset_name: str, seed: int, overrides: dict, targets: list[float],
-             peak: float | None) -> list[dict]:
+def ablation(preset_name: str, seed: int, overrides: dict, targets: list[float]
+             ) -> list[dict]:
     recipe = preset(preset_name)
     rows = []
     for field, off in LEVERS_OFF.items():
@@ -154,9 +155,9 @@ def ablation(preset_name: str, seed: int, overrides: dict, targets: list[float],
             continue
         run = one_run(preset_name, seed, overrides | {field: off})
         rows.append({"without": field, "value": off, "final_test_acc": run["final_test_acc"],
-                     "reached": {str(t): reached(run, t, peak) for t in targets}, "run": run})
+                     "reached": {str(t): reached(run, t) for t in targets}, "run": run})
         print(f"  {field}={off}: final test {run['final_test_acc']:.4f}; "
-              + ", ".join(_reached_text(t, reached(run, t, peak)) for t in targets))
+              + ", ".join(_reached_text(t, reached(run, t)) for t in targets))
     return rows
 
 
@@ -176,18 +177,17 @@ def d2l_figures(run: Path) -> dict:
 
 
 def measure_peak(preset_name: str, quick: bool) -> dict:
-    """The matrix-multiply peak of the precision the preset computes in on this machine.
-    ``normalise_by`` is the bf16 peak, or None where the runs are fp32 (no fast bf16)."""
+    """The machine's kind and its bf16 and fp32 ``torch.mm`` peaks, and the precision the
+    preset computes in here (``peak`` of the record: the one its step is read against)."""
     config = preset(preset_name)
     precision = resolve_precision(config.precision, resolve_device(config.device))
     n = 1024 if quick else 4096
-    if precision == "bf16":
-        bf16 = common.matmul_peak(torch.bfloat16, n=n)
-        return {"precision": precision, "bf16_peak": bf16, "normalise_by": bf16}
     # emulated bf16 runs at ~1 GFLOP/s: a small product is enough to record it
-    return {"precision": precision, "fp32_peak": common.matmul_peak(torch.float32, n=n),
-            "bf16_peak": common.matmul_peak(torch.bfloat16, n=512, windows=3),
-            "normalise_by": None}
+    bf16_n = n if precision == "bf16" else 512
+    peaks = {"bf16_peak": common.matmul_peak(torch.bfloat16, n=bf16_n, windows=3),
+             "fp32_peak": common.matmul_peak(torch.float32, n=n)}
+    return {"precision": precision, "cpu_kind": common.cpu_kind(),
+            "peak": peaks[f"{precision}_peak"]} | peaks
 
 
 def previous(quick: bool) -> dict:
@@ -200,8 +200,7 @@ def previous(quick: bool) -> dict:
     for entry in presets.values():  # files from before entries carried their own machine
         entry.setdefault("date", old.get("date"))
         entry.setdefault("machine", old.get("machine"))
-        entry.setdefault("peak", {"precision": "bf16", "bf16_peak": old.get("bf16_peak"),
-                                  "normalise_by": old.get("bf16_peak")})
+        entry.setdefault("peak", {"precision": "bf16", "bf16_peak": old.get("bf16_peak")})
     return {key: old[key] for key in ("ablation", "d2l") if key in old} | {"presets": presets}
 
 
@@ -226,13 +225,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--test-every must be at least 1, got {args.test_every}")
     overrides = {"epochs": 1, "train_subset": 3000, "val_size": 500} if args.quick else {}
     targets = [float(t) for t in args.targets.split(",")]
-    results = {"quick": args.quick, "reference_peak": REFERENCE_PEAK, "presets": {}}
+    results = {"quick": args.quick, "presets": {}}
     results |= previous(args.quick)
     for name in names:
         peak = measure_peak(name, args.quick)
-        print(f"{name}: {report.peak_text(peak, REFERENCE_PEAK)}", flush=True)
-        by = peak["normalise_by"]
-        step = step_utilisation(name, by or peak["fp32_peak"], windows=1 if args.quick else 5)
+        print(f"{name}: {report.peak_text(peak)}", flush=True)
+        step = step_utilisation(name, peak["peak"], windows=1 if args.quick else 5)
         print(f"{name}: training step {step['images_per_s']:,.0f} images/s, "
               f"{step['utilisation']:.0%} of the {peak['precision']} peak", flush=True)
         runs = []
@@ -241,22 +239,22 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append(run)
             print(f"{name} seed {seed}: final test {run['final_test_acc']:.4f} in "
                   f"{run['wall_s']:.0f} s ({run['precision']})", flush=True)
-        reached_by = [time_to(runs, t, by) for t in targets]
+        reached_by = [time_to(runs, t) for t in targets]
         for t in reached_by:
             shown = ("not reached" if t["median_s"] is None else
-                     f"{t['median_s']:.0f} s"
-                     + ("" if by is None else f" ({t['median_normalised_s']:.0f} s normalised)")
-                     + f", {t['median_tflop']:.1f} TFLOP")
-            print(f"{name}: time to {t['target']:.1%}: median {shown} over {len(runs)} seeds")
+                     f"{t['median_s']:.0f} s, {t['median_tflop']:.1f} TFLOP")
+            every = (f"every seed by {t['every_seed_tflop']:.1f} TFLOP"
+                     if t["every_seed_tflop"] is not None
+                     else f"{t['seeds_reached']} of {len(runs)} seeds")
+            print(f"{name}: time to {t['target']:.1%}: median {shown}; {every}")
         results["presets"][name] = {
             "recipe": recipe(name), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": common.machine(), "peak": peak, "test_every": args.test_every,
             "step": step, "runs": runs, "targets": reached_by}
     if args.ablate:
         print(f"ablation of {names[0]} (seed {args.seeds.split(',')[0]}):")
-        by = results["presets"][names[0]]["peak"]["normalise_by"]
         results["ablation"] = {"preset": names[0], "rows": ablation(
-            names[0], int(args.seeds.split(",")[0]), overrides, targets, by)}
+            names[0], int(args.seeds.split(",")[0]), overrides, targets)}
     if args.d2l_run:
         results["d2l"] = d2l = d2l_figures(args.d2l_run)
         print(f"d2l: final test accuracy {d2l['final_test_acc']:.4f} after {d2l['epochs']} "

@@ -24,6 +24,23 @@ def machine() -> dict[str, Any]:
                                       "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
+def cpu_kind(cpuinfo: str | None = None) -> str:
+    """The kind of x86 machine from its CPU flags, as the timings differ by it: "AMX" (bf16
+    matrix tiles), "AVX-512 bf16", "AVX-512" or "AVX2" (bf16 emulated: trains in fp32)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.startswith("flags")), []))
+    for flag, kind in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 bf16"),
+                       ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return kind
+    return "other"
+
+
 def rates(run: Callable[[], int], windows: int, warmup: int = 1) -> list[float]:
     """Items/s of ``windows`` timed calls of ``run`` (which returns how many items it did),
     after ``warmup`` untimed calls (allocator, oneDNN primitive caches, autotuning)."""

@@ -71,7 +71,7 @@ def time_to_accuracy(r: dict) -> str:
     if "presets" not in r:  # written by an older version of the benchmark
         return "(results from an older benchmark: run `python -m benchmarks time_to_accuracy`)"
     targets = [t["target"] for t in next(iter(r["presets"].values()))["targets"]]
-    header = ["preset", "seed", "final test acc"] + [f"to {t:.0%}: epoch, s (normalised), TFLOP"
+    header = ["preset", "seed", "final test acc"] + [f"to {t:.0%}: epoch, s, TFLOP"
                                                      for t in targets]
     rows = []
     for name, p in r["presets"].items():
@@ -81,14 +81,15 @@ def time_to_accuracy(r: dict) -> str:
                         + [_when(t["per_seed"][i]) for t in p["targets"]])
         rows.append(["", "**median**", ""] + [
             "never" if t["median_s"] is None else
-            f"**{t['median_s']:.0f} s ({_seconds(t['median_normalised_s'])}), "
-            f"{t['median_tflop']:.1f}**" for t in p["targets"]])
+            f"**{t['median_s']:.0f} s, {t['median_tflop']:.1f}**" for t in p["targets"]])
+        rows.append(["", "**every seed**", ""] + [_every(t, len(p["runs"]))
+                                                  for t in p["targets"]])
     steps = "; ".join(f"`{name}` {p['step']['images_per_s']:,.0f} images/s, "
                       f"{p['step']['utilisation']:.0%} of the {p['peak']['precision']} peak"
                       for name, p in r["presets"].items() if "step" in p)
     measured: dict[str, list[str]] = {}  # how and where, for the presets measured alike
     for name, p in r["presets"].items():
-        line = (f"{peak_text(p['peak'], r['reference_peak'])}; {machine(p)}."
+        line = (f"{peak_text(p['peak'])}; {machine(p)}."
                 + (f" Test accuracy measured every {p['test_every']} epochs and after the "
                    "last." if p.get("test_every", 1) > 1 else ""))
         measured.setdefault(line, []).append(f"`{name}`")
@@ -111,25 +112,31 @@ def time_to_accuracy(r: dict) -> str:
     return text
 
 
-def peak_text(peak: dict, reference: float) -> str:
-    """The peak a preset's times are read against (``measure_peak``'s record)."""
-    if peak["normalise_by"] is not None:
-        return (f"bf16 `torch.mm` peak {peak['bf16_peak'] / 1e9:.0f} GFLOP/s, normalised = "
-                f"seconds x {peak['bf16_peak'] / 1e9:.0f} / {reference / 1e9:.0f}")
-    return (f"no fast bf16 kernels (bf16 `torch.mm` {peak['bf16_peak'] / 1e9:.1f} GFLOP/s): "
-            f"trained in {peak['precision']}, fp32 `torch.mm` peak "
-            f"{peak['fp32_peak'] / 1e9:.0f} GFLOP/s, times not normalised")
+def peak_text(peak: dict) -> str:
+    """The machine a preset's times come from: its kind, both peaks, the precision trained in
+    (entries measured before the kind was recorded show what they kept)."""
+    peaks = ", ".join(f"{dtype} `torch.mm` {_gflops(peak[f'{dtype}_peak'])} GFLOP/s"
+                      for dtype in ("bf16", "fp32") if peak.get(f"{dtype}_peak"))
+    kind = f"{peak['cpu_kind']} machine, " if peak.get("cpu_kind") else ""
+    return f"{kind}{peaks}; trained in {peak['precision']}"
 
 
-def _seconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0f} s"
+def _gflops(flops: float) -> str:
+    return f"{flops / 1e9:.1f}" if flops < 10e9 else f"{flops / 1e9:,.0f}"
 
 
 def _when(reached: dict | None) -> str:
     if reached is None:
         return "never"
-    return (f"{reached['epoch']}, {reached['seconds']:.0f} s "
-            f"({_seconds(reached['normalised_s'])}), {reached['tflop']:.1f}")
+    return f"{reached['epoch']}, {reached['seconds']:.0f} s, {reached['tflop']:.1f}"
+
+
+def _every(target: dict, seeds: int) -> str:
+    """The goal is every seed: the compute by which the slowest got there, or how many did."""
+    got_there = [r for r in target["per_seed"] if r]
+    if got_there and len(got_there) == seeds:
+        return f"**all {seeds} by {max(r['tflop'] for r in got_there):.1f} TFLOP**"
+    return f"{len(got_there)} of {seeds}"
 
 
 def memory(r: dict) -> str:

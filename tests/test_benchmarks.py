@@ -85,39 +85,59 @@ def test_time_to_accuracy_counts_time_and_compute_to_each_target():
     runs = [{"train_flops_per_image": 1e6, "epochs": [
         {"epoch": e, "wall_s": 30.0 * e, "images": 50_000 * e, "test_acc": acc}
         for e, acc in enumerate(accs, 1)]} for accs in ([0.92, 0.931], [0.935, 0.94], [0.9, 0.91])]
-    result = tta.time_to(runs, 0.93, peak=780e9)  # a machine twice the reference
+    result = tta.time_to(runs, 0.93)
     assert [r and r["epoch"] for r in result["per_seed"]] == [2, 1, None]
-    assert result["median_s"] == 60.0 and result["median_normalised_s"] == 120.0
-    assert result["median_tflop"] == 100_000 * 1e6 / 1e12
-    assert tta.time_to(runs, 0.94, peak=390e9)["median_s"] is None  # 1 of 3 got there
-    # an fp32 machine: seconds, not normalised; epochs whose test accuracy was not measured
-    # (--test-every) are passed over
+    assert result["median_s"] == 60.0 and result["median_tflop"] == 100_000 * 1e6 / 1e12
+    # the goal is every seed: the third never got there
+    assert result["seeds_reached"] == 2 and result["every_seed_tflop"] is None
+    assert tta.time_to(runs, 0.94)["median_s"] is None  # 1 of 3 got there
+    # seconds are the machine's own: nothing normalised
+    assert "normalised_s" not in result["per_seed"][0]
+    every = tta.time_to(runs[:2], 0.93)  # both got there: by the slower one's compute
+    assert every["every_seed_tflop"] == 100_000 * 1e6 / 1e12 and every["seeds_reached"] == 2
+    # epochs whose test accuracy was not measured (--test-every) are passed over
     runs[0]["epochs"][1]["test_acc"] = None
-    fp32 = tta.time_to(runs, 0.93, peak=None)
-    assert [r and r["epoch"] for r in fp32["per_seed"]] == [None, 1, None]
-    assert fp32["median_s"] is None and fp32["per_seed"][1]["normalised_s"] is None
-    assert tta.time_to(runs[1:2], 0.93, peak=None)["median_s"] == 30.0
+    skipped = tta.time_to(runs, 0.93)
+    assert [r and r["epoch"] for r in skipped["per_seed"]] == [None, 1, None]
+    assert skipped["median_s"] is None
+    assert tta.time_to(runs[1:2], 0.93)["median_s"] == 30.0
+
+
+def test_the_machine_kind_comes_from_the_cpu_flags():
+    from benchmarks import common
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse avx2 {}\n"
+    assert common.cpu_kind(flags.format("avx512f avx512_bf16 amx_bf16 amx_tile")) == "AMX"
+    assert common.cpu_kind(flags.format("avx512f avx512_bf16")) == "AVX-512 bf16"
+    assert common.cpu_kind(flags.format("avx512f")) == "AVX-512"
+    assert common.cpu_kind(flags.format("")) == "AVX2"
+    assert common.cpu_kind("flags : neon asimd") == "other"
 
 
 def test_the_time_to_accuracy_table_renders(tmp_path):
     run = {"seed": 0, "final_test_acc": 0.9312}
-    when = {"epoch": 3, "seconds": 100.0, "normalised_s": 95.0, "tflop": 9.5}
-    results = {"reference_peak": 390e9, "presets": {"fast": {
+    when = {"epoch": 3, "seconds": 100.0, "tflop": 9.5}
+    results = {"presets": {"fast": {
                    "machine": {"cpu": "Test CPU"},
-                   "peak": {"precision": "bf16", "bf16_peak": 370e9, "normalise_by": 370e9},
+                   "peak": {"precision": "bf16", "cpu_kind": "AMX", "bf16_peak": 1_881e9,
+                            "fp32_peak": 330e9, "peak": 1_881e9},
                    "runs": [run], "targets": [
-                   {"target": 0.93, "per_seed": [when], "median_s": 100.0,
-                    "median_normalised_s": 95.0, "median_tflop": 9.5},
-                   {"target": 0.94, "per_seed": [None], "median_s": None}]}},
+                   {"target": 0.93, "per_seed": [when], "median_s": 100.0, "median_tflop": 9.5,
+                    "seeds_reached": 1, "every_seed_tflop": 9.5},
+                   {"target": 0.94, "per_seed": [None], "median_s": None, "seeds_reached": 0,
+                    "every_seed_tflop": None}]}},
                "ablation": {"preset": "fast", "rows": [
                    {"without": "whiten_stem", "value": False, "final_test_acc": 0.925,
                     "reached": {"0.93": None, "0.94": None}}]}}
     text = report.time_to_accuracy(results)
-    assert "| `fast` | 0 | 0.9312 | 3, 100 s (95 s), 9.5 | never |" in text
-    assert "**100 s (95 s), 9.5**" in text and "`whiten_stem=False`" in text
-    assert "- `fast`: bf16 `torch.mm` peak 370 GFLOP/s, normalised = seconds x 370 / 390;" in text
-    # a preset measured on another day, on a machine without fast bf16: its own line, no
-    # normalised times
+    assert "| `fast` | 0 | 0.9312 | 3, 100 s, 9.5 | never |" in text
+    assert "| | **median** | | **100 s, 9.5** | never |" in text.replace("|  |", "| |")
+    assert "**every seed** |  | **all 1 by 9.5 TFLOP** | 0 of 1 |" in text
+    assert "`whiten_stem=False`" in text and "normalised" not in text
+    assert ("- `fast`: AMX machine, bf16 `torch.mm` 1,881 GFLOP/s, fp32 `torch.mm` 330 "
+            "GFLOP/s; trained in bf16; Test CPU") in text
+    # a preset measured on another day, on an AVX2 machine whose bf16 is emulated, and an
+    # entry kept from before the machine's kind was recorded: each its own line
     results["presets"]["best"] = {
         "date": "2026-12-03 18:00:00", "machine": {"cpu": "AVX2 CPU"}, "test_every": 3,
         "peak": {"precision": "fp32", "fp32_peak": 118e9, "bf16_peak": 1.4e9,
@@ -127,10 +147,10 @@ def test_the_time_to_accuracy_table_renders(tmp_path):
              "median_normalised_s": None, "median_tflop": 9.5},
             {"target": 0.94, "per_seed": [None], "median_s": None}]}
     text = report.time_to_accuracy(results)
-    assert "| `best` | 0 | 0.9312 | 3, 100 s (–), 9.5 | never |" in text
-    assert "**100 s (–), 9.5**" in text
-    assert ("- `best`: no fast bf16 kernels (bf16 `torch.mm` 1.4 GFLOP/s): trained in fp32, "
-            "fp32 `torch.mm` peak 118 GFLOP/s, times not normalised; AVX2 CPU") in text
+    assert "| `best` | 0 | 0.9312 | 3, 100 s, 9.5 | never |" in text
+    assert text.count("| **all 1 by 9.5 TFLOP** | 0 of 1 |") == 2
+    assert ("- `best`: bf16 `torch.mm` 1.4 GFLOP/s, fp32 `torch.mm` 118 GFLOP/s; trained in "
+            "fp32; AVX2 CPU") in text
     assert "measured 2026-12-03 18:00:00. Test accuracy measured every 3 epochs" in text
 
 
@@ -148,6 +168,6 @@ def test_time_to_accuracy_keeps_the_presets_it_does_not_measure(tmp_path, monkey
     kept = tta.previous(quick=False)
     # an entry from before presets carried their own machine gets the file's
     assert kept["presets"]["fast"]["machine"] == {"cpu": "AVX512 CPU"}
-    assert kept["presets"]["fast"]["peak"]["normalise_by"] == 381e9
+    assert kept["presets"]["fast"]["peak"]["bf16_peak"] == 381e9
     assert kept["presets"]["fast"]["date"] == "2026-12-02 16:04:00"
     assert kept["ablation"] == {"rows": []} and tta.previous(quick=True) == {}
