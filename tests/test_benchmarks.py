@@ -171,3 +171,17 @@ def test_time_to_accuracy_keeps_the_presets_it_does_not_measure(tmp_path, monkey
     assert kept["presets"]["fast"]["peak"]["bf16_peak"] == 381e9
     assert kept["presets"]["fast"]["date"] == "2026-12-02 16:04:00"
     assert kept["ablation"] == {"rows": []} and tta.previous(quick=True) == {}
+
+
+def test_the_degradation_cost_model_counts_what_the_candidates_cost():
+    from benchmarks import degradation_cost as cost
+
+    f = {(w, s, d): cost.train_flops(d, w, s) for w in (8, 16) for s in (14, 28) for d in (20, 56)}
+    # convolutions dominate: 4x the pixels and 2x the width both cost about 4x
+    assert 3.5 < f[16, 28, 20] / f[16, 14, 20] < 4.0 and 3.5 < f[16, 28, 20] / f[8, 28, 20] < 4.1
+    # 27 units against 9: about 3x
+    assert 2.9 < f[16, 28, 56] / f[16, 28, 20] < 3.2
+    # the paper's resnet20 at 28x28: 3 x 2 FLOPs per multiply-add of its ~32 M MACs
+    assert 180e6 < f[16, 28, 20] < 190e6
+    table = cost.main(["--depths", "20,56"])
+    assert table.count("\n| ") == 1 + 18 and "8 runs on 55,000 images" in table
