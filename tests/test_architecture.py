@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("reslab", "reslab.errors", "reslab.io", "reslab.paths", "reslab.limits",
               "reslab.tables", "reslab.memory", "reslab.zoo_figures",
               "reslab.zoo_figures_table")),
-    ("models", ("reslab.models", "reslab.inspect")),
+    ("models", ("reslab.models",)),
     ("data", ("reslab.data",)),
     ("runtime", ("reslab.runtime", "reslab.inference")),
     ("training", ("reslab.training",)),

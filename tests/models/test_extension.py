@@ -9,8 +9,8 @@ import reslab
 from reslab.errors import SpecError
 from reslab.export import export_onnx
 from reslab.inference import InferenceModel
-from reslab.inspect import summary
 from reslab.models import ResidualUnit, ResNetSpec, grow, register_attention, register_unit
+from reslab.models.summary import summary
 from reslab.runtime.checkpoint import save_checkpoint
 
 

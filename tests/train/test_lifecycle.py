@@ -120,7 +120,7 @@ def test_freeze_names_the_parts_it_knows():
 def test_freeze_and_summary_name_the_parts_alike(name):
     """The classifier is fc (or head, timm's name) in both; `head`, the name freeze gave every
     piece after the last stage, still freezes them all."""
-    from reslab.inspect import summary
+    from reslab.models.summary import summary
     from reslab.training.finetune import model_parts
 
     model = create_model(name, num_classes=10, in_channels=1)

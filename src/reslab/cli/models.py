@@ -53,7 +53,7 @@ def register(subcommands) -> dict:
 
 
 def run_summary(options: Namespace) -> int:
-    from reslab.inspect import Comparison
+    from reslab.models.summary import Comparison
 
     names = list(dict.fromkeys([n for n in [options.name, *options.compare] if n]))
     if not names:
@@ -66,7 +66,7 @@ def run_summary(options: Namespace) -> int:
 
 def _summary(target: str, options: Namespace):
     """A zoo name's summary, or that of the model a checkpoint or run directory holds."""
-    from reslab.inspect import summary
+    from reslab.models.summary import summary
     from reslab.paths import expand
 
     path = expand(target, "summary")
