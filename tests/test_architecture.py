@@ -24,13 +24,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("reslab.data",)),
     ("runtime", ("reslab.runtime", "reslab.inference")),
     ("training", ("reslab.training",)),
-    ("applications", ("reslab.experiments", "reslab.deploy", "reslab.export", "reslab.hub",
-                      "reslab.model_card", "reslab.trained")),
+    ("applications", ("reslab.experiments", "reslab.deploy", "reslab.export", "reslab.grow",
+                      "reslab.hub", "reslab.model_card", "reslab.trained")),
     ("cli", ("reslab.cli", "reslab.__main__")),
 ]
 # what a user of a trained model runs: none of it may need the training package
-USING_A_MODEL = ("reslab.inference", "reslab.export", "reslab.deploy", "reslab.trained",
-                 "reslab.hub")
+USING_A_MODEL = ("reslab.inference", "reslab.export", "reslab.deploy", "reslab.grow",
+                 "reslab.trained", "reslab.hub")
 # and beyond those, only what runs training imports it (the public reslab.train and fit are
 # looked up by name on first use, in reslab/__init__.py)
 RUNS_TRAINING = ("reslab.training", "reslab.experiments", "reslab.cli")

@@ -16,7 +16,7 @@ from PIL import Image
 import reslab
 from reslab.cli import main
 from reslab.errors import ConfigError, WeightsError
-from reslab.experiments import grow_checkpoint
+from reslab.grow import grow_checkpoint
 from reslab.models import create_model, read_metadata
 from reslab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from reslab.training import TrainConfig, TrainState

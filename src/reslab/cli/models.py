@@ -109,7 +109,7 @@ def run_models(options: Namespace) -> int:
 
 
 def run_grow(ns: Namespace) -> int:
-    from reslab.deploy import grow_checkpoint
+    from reslab.grow import grow_checkpoint
     from reslab.tables import count
 
     path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,

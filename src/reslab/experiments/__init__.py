@@ -17,18 +17,16 @@ import os
 from typing import Any
 
 from reslab.data import Dataset
-from reslab.deploy import grow_checkpoint
 from reslab.errors import ConfigError, UnknownNameError, close_matches
 from reslab.experiments import cost, degradation, gradients, nested, orderings
 from reslab.experiments.executor import execute
 from reslab.experiments.protocol import Experiment
-from reslab.models import grow  # where model surgery lives; kept here for older callers
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     degradation.EXPERIMENT, gradients.EXPERIMENT, nested.EXPERIMENT, orderings.EXPERIMENT,
     cost.EXPERIMENT)}
 
-__all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "grow", "grow_checkpoint", "run"]
+__all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "run"]
 
 
 def get_experiment(name: str) -> Experiment:
