@@ -188,3 +188,11 @@ def test_only_training_experiments_and_the_cli_import_training():
     assert [_where(source, target) for source in sorted(GRAPH) for target in GRAPH[source]
             if _layer(target) == _layer("reslab.training")
             and not any(source == m or source.startswith(m + ".") for m in RUNS_TRAINING)] == []
+
+
+def test_the_spec_is_plain_data():
+    # a spec's names are looked up where the registries are (models.build.check_names): the
+    # spec imports only its own choices from models, never a module that builds layers
+    spec = "reslab.models.spec"
+    assert [_where(spec, t) for t in sorted(GRAPH[spec])
+            if t.startswith("reslab.models.") and t != "reslab.models.choices"] == []

@@ -47,7 +47,8 @@ class Registry(Generic[F]):
                 f"or register it first with reslab.models.register_{self.field}")
 
     def __contains__(self, name: object) -> bool:
-        return name in self._factories
+        # a spec read from a file may hold any JSON value here: a list is simply not a name
+        return isinstance(name, str) and name in self._factories
 
     def names(self) -> list[str]:
         return sorted(self._factories)
