@@ -1,4 +1,4 @@
-"""Named building blocks a spec refers to by string, so a user adds one with one call.
+"""Named layers and unit kinds a spec refers to by string, so a user adds one with one call.
 
 A spec stays plain data (``attention="se"``): it can be written to JSON and rebuilt from a
 checkpoint, and a module defined outside reslab is used by registering its name first.

@@ -39,6 +39,9 @@ _ENUM_FIELDS = {
 class ResNetSpec:
     """A residual network. Stage ``i`` has ``depths[i]`` units of width ``widths[i]``.
 
+    A unit is one residual unit (torchvision's ``layer1.0``), built by the ``unit`` registry;
+    ``block`` is only the kind of branch inside every unit, basic or bottleneck.
+
     ``widths`` are the "planes" of torchvision: a bottleneck stage outputs ``4 * width``
     channels. The first stage keeps the stem's resolution; every later stage halves it.
     """
