@@ -98,7 +98,7 @@ def conv_gemm_peak(dtype: torch.dtype, windows: int = 5) -> float:
 
 def training_flops_per_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> float:
     """Forward + backward ≈ 3x the forward's FLOPs (2 per multiply-accumulate)."""
-    from reslab.inspect import summary as model_summary
+    from reslab.models.summary import summary as model_summary
 
     return 3 * 2 * model_summary(model, input_size=input_size).macs
 

@@ -62,7 +62,7 @@ def export(out_dir: str) -> None:
 
 def check(in_dir: str) -> None:
     from reslab import create_model
-    from reslab.inspect import summary
+    from reslab.models.summary import summary
 
     reference = json.loads(REFERENCE.read_text())["models"]
     rows = []

@@ -14,8 +14,8 @@ TABLE = Path(reslab.__file__).with_name("zoo_figures_table.py")
 
 def computed_table() -> dict[str, tuple]:
     """(block, depth, params, flops, input) of every zoo model, summarised now."""
-    from reslab.inspect import summary
     from reslab.models import list_models
+    from reslab.models.summary import summary
 
     table = {}
     for name in list_models():

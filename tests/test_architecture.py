@@ -20,17 +20,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("reslab", "reslab.errors", "reslab.io", "reslab.paths", "reslab.limits",
               "reslab.tables", "reslab.memory", "reslab.zoo_figures",
               "reslab.zoo_figures_table")),
-    ("models", ("reslab.models", "reslab.inspect")),
+    ("models", ("reslab.models",)),
     ("data", ("reslab.data",)),
     ("runtime", ("reslab.runtime", "reslab.inference")),
     ("training", ("reslab.training",)),
-    ("applications", ("reslab.experiments", "reslab.deploy", "reslab.export", "reslab.hub",
-                      "reslab.model_card", "reslab.trained")),
+    ("applications", ("reslab.experiments", "reslab.deploy", "reslab.export", "reslab.grow",
+                      "reslab.hub", "reslab.model_card", "reslab.trained")),
     ("cli", ("reslab.cli", "reslab.__main__")),
 ]
 # what a user of a trained model runs: none of it may need the training package
-USING_A_MODEL = ("reslab.inference", "reslab.export", "reslab.deploy", "reslab.trained",
-                 "reslab.hub")
+USING_A_MODEL = ("reslab.inference", "reslab.export", "reslab.deploy", "reslab.grow",
+                 "reslab.trained", "reslab.hub")
 # and beyond those, only what runs training imports it (the public reslab.train and fit are
 # looked up by name on first use, in reslab/__init__.py)
 RUNS_TRAINING = ("reslab.training", "reslab.experiments", "reslab.cli")
@@ -188,3 +188,11 @@ def test_only_training_experiments_and_the_cli_import_training():
     assert [_where(source, target) for source in sorted(GRAPH) for target in GRAPH[source]
             if _layer(target) == _layer("reslab.training")
             and not any(source == m or source.startswith(m + ".") for m in RUNS_TRAINING)] == []
+
+
+def test_the_spec_is_plain_data():
+    # a spec's names are looked up where the registries are (models.build.check_names): the
+    # spec imports only its own choices from models, never a module that builds layers
+    spec = "reslab.models.spec"
+    assert [_where(spec, t) for t in sorted(GRAPH[spec])
+            if t.startswith("reslab.models.") and t != "reslab.models.choices"] == []

@@ -8,10 +8,11 @@ import importlib
 
 __version__ = "0.1.0"
 _EXPORTS = {
-    "Comparison": "reslab.inspect", "Summary": "reslab.inspect", "compare": "reslab.inspect",
-    "summary": "reslab.inspect", "ResNetSpec": "reslab.models", "build": "reslab.models",
-    "create_model": "reslab.models", "get_spec": "reslab.models", "list_models": "reslab.models",
-    "load_weights": "reslab.models", "save_weights": "reslab.models",
+    "Comparison": "reslab.models.summary", "Summary": "reslab.models.summary",
+    "compare": "reslab.models.summary", "summary": "reslab.models.summary",
+    "ResNetSpec": "reslab.models", "build": "reslab.models", "create_model": "reslab.models",
+    "get_spec": "reslab.models", "list_models": "reslab.models", "load_weights": "reslab.models",
+    "save_weights": "reslab.models",
     "TrainConfig": "reslab.training", "fit": "reslab.training", "train": "reslab.training",
     "TrainedModel": "reslab.trained", "load": "reslab.trained",
 }

@@ -1,5 +1,5 @@
 """Plain-text tables of model figures, with no torch: ``reslab models`` prints them without
-importing it (``reslab.inspect`` uses them too)."""
+importing it (``reslab.models.summary`` uses them too)."""
 
 from __future__ import annotations
 

@@ -6,12 +6,19 @@ import torch
 from torch import nn
 
 import reslab
-from reslab.errors import SpecError
+from reslab.errors import SpecError, WeightsError
 from reslab.export import export_onnx
 from reslab.inference import InferenceModel
-from reslab.inspect import summary
-from reslab.models import ResidualUnit, ResNetSpec, grow, register_attention, register_unit
-from reslab.runtime.checkpoint import save_checkpoint
+from reslab.models import (
+    FeatureNet,
+    ResidualUnit,
+    ResNetSpec,
+    grow,
+    register_attention,
+    register_unit,
+)
+from reslab.models.summary import summary
+from reslab.runtime.checkpoint import model_from_checkpoint, save_checkpoint
 
 
 @register_attention("test_spatial_gate", replace=True)
@@ -102,11 +109,28 @@ def test_a_registered_unit_kind_builds_trains_and_grows():
         torch.testing.assert_close(grown(x), model(x))
 
 
-def test_names_are_checked_when_the_spec_is_made():
-    with pytest.raises(SpecError, match="unknown attention 'sse'.*did you mean se"):
-        ResNetSpec(attention="sse")
+def test_names_are_checked_before_the_network_is_built(tmp_path):
+    # the spec is plain data: a name registered later is still a spec, to_dict and back
+    spec = ResNetSpec(**SMALL, norm="layernorm")
+    assert ResNetSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(SpecError, match="unknown norm 'layernorm'.*batchnorm, groupnorm"):
-        ResNetSpec(norm="layernorm")
+        reslab.build(spec)
+    with pytest.raises(SpecError, match="unknown attention 'sse'.*did you mean se"):
+        reslab.create_model("resnet18", attention="sse")
+    with pytest.raises(SpecError, match="unknown unit 'bottle'"):
+        FeatureNet(ResNetSpec(**SMALL, unit="bottle"))
+    with pytest.raises(SpecError, match=r"unknown act \['relu'\]"):
+        reslab.build(ResNetSpec(**SMALL, act=["relu"]))  # a JSON list is no name
+    # a checkpoint naming one is refused, naming the file and the field, before it is built
+    checkpoint = save_checkpoint(tmp_path / "ln.safetensors", reslab.build(ResNetSpec(
+        **SMALL)).state_dict(), {"model": "ln", "classes": ["a", "b", "c"],
+                                 "input_size": [3, 16, 16], "mean": [0.5] * 3,
+                                 "std": [0.25] * 3, "spec": spec.to_dict()})
+    with pytest.raises(WeightsError, match="describes no model.*unknown norm 'layernorm'"):
+        model_from_checkpoint(checkpoint)
+
+
+def test_a_spec_checks_what_needs_no_registry_when_it_is_made():
     with pytest.raises(SpecError, match="attention is None"):
         ResNetSpec(attention_ratio=0.25)
     with pytest.raises(SpecError, match="avg_down pools before a 1x1-conv shortcut"):

@@ -94,7 +94,7 @@ def test_unknown_node_is_refused_with_the_way_to_list_them():
 
 
 def test_a_features_only_backbone_is_summarised_without_a_head():
-    from reslab.inspect import summary
+    from reslab.models.summary import summary
 
     backbone = reslab.create_model("resnet18", features_only=True)
     s = summary(backbone, "3x64x64")

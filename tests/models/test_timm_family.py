@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import reslab
-from reslab.inspect import summary
 from reslab.models import TIMM_FAMILY, PretrainedCfg, pretrained_cfg
 from reslab.models.pretrained import TORCHVISION
+from reslab.models.summary import summary
 
 REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "timm_resnet_family.json")
                        .read_text())["models"]

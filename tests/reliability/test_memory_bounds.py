@@ -141,8 +141,8 @@ def test_summary_of_a_checkpoint_at_any_input_costs_no_memory(side, tmp_path):
 
 def test_summary_of_a_module_refuses_an_input_it_cannot_hold():
     """Through the API a real network computes: an input past the memory is refused."""
-    from reslab.inspect import summary
     from reslab.memory import MemoryBudgetError
+    from reslab.models.summary import summary
 
     with pytest.raises(MemoryBudgetError, match=r"needs ~.* available: give a smaller --input"):
         summary(reslab.build(hostile.TINY), (1, 100_000, 100_000))

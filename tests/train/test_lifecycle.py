@@ -16,7 +16,7 @@ from PIL import Image
 import reslab
 from reslab.cli import main
 from reslab.errors import ConfigError, WeightsError
-from reslab.experiments import grow_checkpoint
+from reslab.grow import grow_checkpoint
 from reslab.models import create_model, read_metadata
 from reslab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from reslab.training import TrainConfig, TrainState
@@ -120,7 +120,7 @@ def test_freeze_names_the_parts_it_knows():
 def test_freeze_and_summary_name_the_parts_alike(name):
     """The classifier is fc (or head, timm's name) in both; `head`, the name freeze gave every
     piece after the last stage, still freezes them all."""
-    from reslab.inspect import summary
+    from reslab.models.summary import summary
     from reslab.training.finetune import model_parts
 
     model = create_model(name, num_classes=10, in_channels=1)

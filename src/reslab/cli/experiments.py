@@ -8,8 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from reslab.errors import ConfigError
-
-NAMES = "degradation, gradients, nested, orderings, cost"  # torch-free, for --help
+from reslab.experiments import NAMES  # the registry's names, torch-free for --help
 
 
 def register(subcommands) -> dict:
@@ -17,7 +16,8 @@ def register(subcommands) -> dict:
         "experiment", help="reproduce a claim about residual networks, with a report",
         description="Run an experiment and write its report folder: results.json, figures "
         "and report.md. Without NAME, list the experiments.")
-    experiment.add_argument("name", nargs="?", default=None, help=f"{NAMES} (none: list them)")
+    experiment.add_argument("name", nargs="?", default=None,
+                            help=f"{', '.join(NAMES)} (none: list them)")
     experiment.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                             help="small subsets and short runs: minutes on 2 CPU cores (the "
                             "same as --mode quick)")

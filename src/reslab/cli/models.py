@@ -53,7 +53,7 @@ def register(subcommands) -> dict:
 
 
 def run_summary(options: Namespace) -> int:
-    from reslab.inspect import Comparison
+    from reslab.models.summary import Comparison
 
     names = list(dict.fromkeys([n for n in [options.name, *options.compare] if n]))
     if not names:
@@ -66,7 +66,7 @@ def run_summary(options: Namespace) -> int:
 
 def _summary(target: str, options: Namespace):
     """A zoo name's summary, or that of the model a checkpoint or run directory holds."""
-    from reslab.inspect import summary
+    from reslab.models.summary import summary
     from reslab.paths import expand
 
     path = expand(target, "summary")
@@ -109,7 +109,7 @@ def run_models(options: Namespace) -> int:
 
 
 def run_grow(ns: Namespace) -> int:
-    from reslab.deploy import grow_checkpoint
+    from reslab.grow import grow_checkpoint
     from reslab.tables import count
 
     path, grown = grow_checkpoint(ns.checkpoint, ns.stage, ns.blocks, ns.out,

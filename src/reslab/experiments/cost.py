@@ -23,8 +23,8 @@ from reslab.experiments.protocol import (
     setting,
 )
 from reslab.experiments.report import count, literal, markdown_table, new_figure, noise, percent
-from reslab.inspect import format_count, summary
 from reslab.models import ResNetSpec, create_model, get_spec, list_models
+from reslab.models.summary import format_count, summary
 from reslab.runtime.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class Cost(Experiment):
                  f"{table_small}")
         description = (
             "Parameters and MACs (multiply-accumulates of conv and linear layers, "
-            "torchvision's \"GFLOPS\") come from `reslab.inspect.summary`; speed is measured "
+            "torchvision's \"GFLOPS\") come from `reslab.summary`; speed is measured "
             "here. The small nets are CIFAR-style bottleneck nets (3 stages of 2 units, widths "
             f"{s.width}/{2 * s.width}/{4 * s.width}, outputs x4) with the same layout as the "
             "ImageNet trio."

@@ -6,7 +6,7 @@ net trained on, and the deep net trained from scratch for the same total budget;
 several seeds, with accuracy and training loss at step 0, after one epoch and at the end.
 
 ``reslab.models.grow(model, stage, blocks)`` does the deepening; ``reslab grow``
-(``reslab.deploy.grow_checkpoint``) does it to a checkpoint.
+(``reslab.grow.grow_checkpoint``) does it to a checkpoint.
 """
 
 from __future__ import annotations

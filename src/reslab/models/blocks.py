@@ -1,5 +1,6 @@
 """Residual units: one class for basic and bottleneck units in all five BN/ReLU orderings,
 with timm's options (attention, anti-aliasing, any norm and activation, stochastic depth).
+(torchvision calls a unit a block; here "block" is only the branch's kind, ``spec.block``.)
 
 A unit is ``post(branch(pre(x)) + shortcut(x))``. Which layers run, and in what order, is
 data (``ResidualUnit.pre / branch / post``: lists of submodule names), so the five orderings

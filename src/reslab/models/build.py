@@ -14,8 +14,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from reslab.errors import SpecError
+from reslab.models.attention import ATTENTION
 from reslab.models.blocks import UNITS, zero_init_last
-from reslab.models.layers import ACTIVATIONS, NORMS
+from reslab.models.layers import ACTIVATIONS, ANTI_ALIAS, NORMS
 from reslab.models.spec import Naming, Ordering, ResNetSpec, Stem
 from reslab.models.stems import stem_layers
 
@@ -55,6 +57,18 @@ class FeatureInfo(list):
         return [info["module"] for info in self]
 
 
+def check_names(spec: ResNetSpec) -> None:
+    """Refuse a spec whose norm, act, attention, anti_alias or unit no registry holds, naming
+    the closest. The spec is plain data (a name registered later is still a valid spec), so
+    its names are looked up here, beside the registries, before anything is built."""
+    for field, registry, optional in (("norm", NORMS, False), ("act", ACTIVATIONS, False),
+                                      ("attention", ATTENTION, True),
+                                      ("anti_alias", ANTI_ALIAS, True), ("unit", UNITS, False)):
+        value = getattr(spec, field)
+        if not (optional and value is None) and value not in registry:
+            raise SpecError(registry.unknown(value))
+
+
 def build_unit(spec: ResNetSpec, in_channels: int, width: int, stride: int = 1,
                drop_path: float = 0.0) -> nn.Module:
     """One unit of the spec's kind (the ``unit`` registry): what ``build`` puts in a stage and
@@ -83,6 +97,7 @@ def unit_drop_rates(spec: ResNetSpec) -> list[float]:
 
 class ResNet(nn.Module):
     def __init__(self, spec: ResNetSpec):
+        check_names(spec)  # one line naming the unknown one, before a layer is made
         super().__init__()
         self.spec = spec
         v2 = spec.naming is Naming.RESNETV2

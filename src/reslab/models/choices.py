@@ -1,7 +1,7 @@
 """The closed choices a ``ResNetSpec`` names: block, stem, shortcut, ordering and the rest.
 
-Apart from the spec so that the units (``blocks.py``) can take them without importing the
-spec, which looks their registered names up in the units' registry.
+Apart from the spec so that the units (``blocks.py``) take them without the spec: a
+``ResidualUnit`` is made from these fields alone, spec or not.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from enum import StrEnum
 
 
 class Block(StrEnum):
+    """The kind of branch in every unit (torchvision's BasicBlock and Bottleneck): all that
+    "block" names in reslab. One residual unit, branch and shortcut, is a "unit"."""
+
     BASIC = "basic"  # two 3x3 convolutions
     BOTTLENECK = "bottleneck"  # 1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4
 

@@ -1,4 +1,4 @@
-"""Named building blocks a spec refers to by string, so a user adds one with one call.
+"""Named layers and unit kinds a spec refers to by string, so a user adds one with one call.
 
 A spec stays plain data (``attention="se"``): it can be written to JSON and rebuilt from a
 checkpoint, and a module defined outside reslab is used by registering its name first.
@@ -47,7 +47,8 @@ class Registry(Generic[F]):
                 f"or register it first with reslab.models.register_{self.field}")
 
     def __contains__(self, name: object) -> bool:
-        return name in self._factories
+        # a spec read from a file may hold any JSON value here: a list is simply not a name
+        return isinstance(name, str) and name in self._factories
 
     def names(self) -> list[str]:
         return sorted(self._factories)

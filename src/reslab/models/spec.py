@@ -39,6 +39,9 @@ _ENUM_FIELDS = {
 class ResNetSpec:
     """A residual network. Stage ``i`` has ``depths[i]`` units of width ``widths[i]``.
 
+    A unit is one residual unit (torchvision's ``layer1.0``), built by the ``unit`` registry;
+    ``block`` is only the kind of branch inside every unit, basic or bottleneck.
+
     ``widths`` are the "planes" of torchvision: a bottleneck stage outputs ``4 * width``
     channels. The first stage keeps the stem's resolution; every later stage halves it.
     """
@@ -58,7 +61,8 @@ class ResNetSpec:
     in_channels: int = 3
     num_classes: int = 1000  # 0 gives a feature extractor (no classifier)
     input_size: int = 224  # the natural input side, used when no input size is given
-    # --- timm's variants: each a field, every name below looked up in a registry ---------
+    # --- timm's variants: each a field; the names below are looked up in their registries
+    # when the network is built (models.build.check_names), so the spec stays plain data ---
     stem_pool: StemPool = StemPool.MAX
     avg_down: bool = False  # a strided shortcut average-pools 2x2, then a 1x1 conv (ResNet-D)
     norm: str = "batchnorm"  # reslab.models.layers.NORMS
@@ -128,16 +132,6 @@ class ResNetSpec:
                 )
 
     def _validate_variants(self) -> None:
-        from reslab.models.attention import ATTENTION
-        from reslab.models.blocks import UNITS
-        from reslab.models.layers import ACTIVATIONS, ANTI_ALIAS, NORMS
-
-        for field, registry, optional in (("norm", NORMS, False), ("act", ACTIVATIONS, False),
-                                          ("attention", ATTENTION, True),
-                                          ("anti_alias", ANTI_ALIAS, True), ("unit", UNITS, False)):
-            value = getattr(self, field)
-            if not (optional and value is None) and value not in registry:
-                raise SpecError(registry.unknown(value))
         ratio = self.attention_ratio
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float)
                                   or not 0 < ratio <= 1):

@@ -22,6 +22,7 @@ def grow(model: ResNet, stage: int, blocks: int, shortcut: bool = True,
          identity: bool = True) -> ResNet:
     """A deeper copy of ``model`` with ``blocks`` new units at the end of stage ``stage``
     (1-based); every existing weight and buffer is kept and ``model`` is left as it was.
+    (``blocks`` counts units, as ``reslab grow --blocks`` does; the names are kept for callers.)
 
     With ``shortcut`` the new units are residual and each branch's last BN (or conv, in the
     pre-activation orderings) is zeroed, so each unit computes x -> x and the deeper network,

@@ -394,7 +394,7 @@ def run_metadata(model: nn.Module, config: TrainConfig, data: Dataset) -> dict[s
 
 def start_line(state: TrainState, data: Dataset, config: TrainConfig, path: Path,
                epochs: int) -> str:
-    from reslab.inspect import format_count, summary
+    from reslab.models.summary import format_count, summary
     from reslab.tables import count
 
     model = state.model

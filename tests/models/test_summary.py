@@ -4,7 +4,7 @@ from torch import nn
 
 import reslab
 from reslab.errors import ConfigError, InputShapeError, UnknownNameError
-from reslab.inspect import format_count, parse_input
+from reslab.models.summary import format_count, parse_input
 
 
 def shapes(summary):
