@@ -42,9 +42,9 @@ def to_timm(folder: str) -> dict:
     theirs = timm.create_model(f"local-dir:{folder}", pretrained=True)
     data = timm.data.resolve_data_config({}, model=theirs)
     return {"direction": "reslab folder -> timm", "folder": Path(folder).name,
-            "architecture": meta["model"], "timm_data_config": {
+            "architecture": meta.model, "timm_data_config": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in data.items()},
-            **_compare(ours, theirs, meta["input_size"])}
+            **_compare(ours, theirs, meta.input_size)}
 
 
 def from_timm(name: str) -> dict:
@@ -66,7 +66,7 @@ def from_timm(name: str) -> dict:
         ours, meta = model_from_checkpoint(Path(folder))
         size = [1, 64, 64]
         return {"direction": "timm save_for_hf -> reslab", "architecture": name,
-                "files": files, "classes": meta["classes"], **_compare(ours, theirs, size)}
+                "files": files, "classes": list(meta.classes), **_compare(ours, theirs, size)}
 
 
 def main(argv: list[str]) -> None:

@@ -62,8 +62,8 @@ def test_a_folder_round_trips_bit_identically_and_carries_what_timm_reads(tmp_pa
     assert (cfg["first_conv"], cfg["classifier"]) == ("conv1", "fc")
 
     loaded, meta = model_from_checkpoint(folder)
-    assert meta["classes"] == CLASSES and meta["input_size"] == [1, 32, 32]
-    assert meta["data"] == "fashion-mnist" and meta["mean"] == [0.3]
+    assert meta.classes == tuple(CLASSES) and meta.input_size == (1, 32, 32)
+    assert meta.data == "fashion-mnist" and meta.mean == (0.3,)
     x = torch.randn(2, 1, 32, 32)
     original, _ = model_from_checkpoint(ckpt)
     with torch.no_grad():
@@ -97,7 +97,7 @@ def test_other_depths_travel_as_model_args_and_timm_less_nets_are_refused(tmp_pa
     ckpt = _checkpoint(tmp_path / "g.safetensors", grown, "resnet18")
     export_folder(ckpt, tmp_path / "g")
     loaded, meta = model_from_checkpoint(tmp_path / "g")
-    assert meta["spec"]["depths"] == [2, 3, 2, 2]
+    assert meta.spec["depths"] == [2, 3, 2, 2]
     with pytest.raises(ConfigError, match="stride-1 3x3 stem, option-A .zero-padding"):
         timm_architecture("resnet20", get_spec("resnet20"))
     ckpt = _checkpoint(tmp_path / "r20.safetensors", create_model("resnet20", num_classes=3,
@@ -125,8 +125,8 @@ def test_a_save_for_hf_folder_loads_with_its_channels_from_the_weights(tmp_path)
                   "num_classes": 1000, "first_conv": "conv1", "classifier": "fc"}}
     folder = _timm_style_folder(tmp_path / "se", config, model)
     loaded, meta = model_from_checkpoint(folder)
-    assert meta["input_size"] == [1, 224, 224] and meta["classes"] == ["0", "1", "2", "3"]
-    assert meta["mean"] == pytest.approx([0.449]) and meta["std"] == pytest.approx([0.226])
+    assert meta.input_size == (1, 224, 224) and meta.classes == ("0", "1", "2", "3")
+    assert meta.mean == pytest.approx((0.449,)) and meta.std == pytest.approx((0.226,))
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from reslab.paths import (
     regular_file,
 )
 from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.evaluate import EvalResult, evaluate, predict_proba
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike, data: str | None = None, *, split: str = "test",
     data_dir: str | None = None, batch_size: int = 256,
-) -> tuple[EvalResult, dict[str, Any]]:
+) -> tuple[EvalResult, CheckpointMeta]:
     """Accuracy and confusion matrix of a checkpoint (or run directory) on a data split."""
     model, meta = _inference_model(checkpoint)
     return evaluate_loaded(model, meta, checkpoint, data, split=split, data_dir=data_dir,
@@ -44,7 +45,7 @@ def evaluate_checkpoint(
 
 
 def evaluate_loaded(
-    model: torch.nn.Module, meta: dict[str, Any], checkpoint: str | os.PathLike,
+    model: torch.nn.Module, meta: CheckpointMeta, checkpoint: str | os.PathLike,
     data: str | None = None, *, split: str = "test", data_dir: str | None = None,
     batch_size: int = 256,
 ) -> EvalResult:
@@ -52,7 +53,7 @@ def evaluate_loaded(
     metadata ``meta``): the data set's classes must be the checkpoint's, and its images are
     resized and normalised as the run's were. Without ``data_dir``, the run's own (its
     config.json's ``data_dir``) where the data is the run's."""
-    config = meta.get("config", {})
+    config = meta.config or {}
     run = _run_config(Path(checkpoint))
     name = data or _trained_on(checkpoint, meta, run)
     if data_dir is None and run.get("data") == name:
@@ -60,24 +61,24 @@ def evaluate_loaded(
     dataset = load_dataset(name, data_dir,
                            val_size=config.get("val_size"), seed=config.get("seed", 0),
                            image_size=config.get("image_size"), channels=config.get("channels"))
-    if list(dataset.classes) != meta["classes"]:
-        raise ConfigError(f"the checkpoint was trained on classes {meta['classes'][:4]}..., "
+    if tuple(dataset.classes) != meta.classes:
+        raise ConfigError(f"the checkpoint was trained on classes {list(meta.classes[:4])}..., "
                           f"but {dataset.name} has {list(dataset.classes)[:4]}...")
-    size = meta["input_size"][1]
+    size = meta.input_size[1]
     batch_size = batch_that_fits(model, meta, batch_size, f"eval of {printable(checkpoint)}")
-    loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta["mean"],
-                         std=meta["std"], resize=size if size != dataset.image_shape[1] else None)
-    return evaluate(model, loader, len(meta["classes"]), tta_flip=meta.get("tta_flip", False),
-                    tta_shift=meta.get("tta_shift", 0))
+    loader = BatchLoader(dataset.split(split), batch_size, train=False, mean=meta.mean,
+                         std=meta.std, resize=size if size != dataset.image_shape[1] else None)
+    return evaluate(model, loader, len(meta.classes), tta_flip=meta.tta_flip,
+                    tta_shift=meta.tta_shift)
 
 
-def batch_that_fits(model: torch.nn.Module, meta: dict[str, Any], batch_size: int,
+def batch_that_fits(model: torch.nn.Module, meta: CheckpointMeta, batch_size: int,
                     what: str) -> int:
     """``batch_size``, lowered (with a note) to what this machine's memory holds at the
     checkpoint's input size: each image's input, its test-time views and the network's largest
     activations; refused when not even one image fits."""
-    shape = tuple(meta["input_size"])
-    views = (2 if meta.get("tta_flip") else 1) * (3 if meta.get("tta_shift") else 1)
+    shape = meta.input_size
+    views = (2 if meta.tta_flip else 1) * (3 if meta.tta_shift else 1)
     per_image = (memory.inference_per_image(getattr(model, "net", model), shape)
                  + (2 * views + 1) * 4 * math.prod(shape))
     fits = memory.fitting_batch(per_image, 0, batch_size, f"{what} at {'x'.join(map(str, shape))}",
@@ -89,16 +90,16 @@ def batch_that_fits(model: torch.nn.Module, meta: dict[str, Any], batch_size: in
     return fits
 
 
-def _trained_on(checkpoint: str | os.PathLike, meta: dict[str, Any],
+def _trained_on(checkpoint: str | os.PathLike, meta: CheckpointMeta,
                 run: dict[str, Any]) -> str:
     """The data set a checkpoint was trained on: a built-in one, or the folder its run's own
     config (``run``) names. A checkpoint alone never chooses a folder for reslab to read."""
     from reslab.data import dataset_names
 
-    if meta.get("source") == "model-folder" and not meta.get("data"):
+    if meta.source == "model-folder" and not meta.data:
         raise ConfigError(f"{printable(checkpoint)} is a model folder that names no data set it "
                           "was trained on: give the data with --data")
-    name = meta.get("data") or "fashion-mnist"
+    name = meta.data or "fashion-mnist"
     if name not in dataset_names() and name != run.get("data"):
         raise ConfigError(f"{printable(checkpoint)} was trained on {printable(name)!r}, not a "
                           "built-in data set; a checkpoint does not choose what reslab reads: "
@@ -120,29 +121,29 @@ def _run_config(checkpoint: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
+def _inference_model(checkpoint: str | os.PathLike) -> tuple[InferenceModel, CheckpointMeta]:
     """A checkpoint's model made fast, in the precision its run validated in, so that eval
     reproduces the run's own accuracy."""
     model, meta = model_from_checkpoint(resolve_checkpoint(checkpoint))
     return inference_model(model, meta), meta
 
 
-def inference_model(model: torch.nn.Module, meta: dict[str, Any]) -> InferenceModel:
+def inference_model(model: torch.nn.Module, meta: CheckpointMeta) -> InferenceModel:
     """``model`` made fast, in the precision its run (metadata ``meta``) validated in."""
-    return InferenceModel(model, precision=meta.get("config", {}).get("precision", "auto"))
+    return InferenceModel(model, precision=(meta.config or {}).get("precision", "auto"))
 
 
-def probabilities(model: torch.nn.Module, meta: dict[str, Any],
+def probabilities(model: torch.nn.Module, meta: CheckpointMeta,
                   pixels: torch.Tensor) -> torch.Tensor:
     """Class probabilities of uint8 images ``(N, C, H, W)`` already at the checkpoint's input
     size: normalised with its mean/std, averaged over the views its run evaluated (TTA)."""
-    mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
-    std = torch.tensor(meta["std"]).view(-1, 1, 1)
+    mean = torch.tensor(meta.mean).view(-1, 1, 1)
+    std = torch.tensor(meta.std).view(-1, 1, 1)
     x = (pixels.float() / 255 - mean) / std
-    return predict_proba(model, x, meta.get("tta_flip", False), meta.get("tta_shift", 0))
+    return predict_proba(model, x, meta.tta_flip, meta.tta_shift)
 
 
-def top_classes(probs: torch.Tensor, classes: list[str], top_k: int) -> list[tuple[str, float]]:
+def top_classes(probs: torch.Tensor, classes: Sequence[str], top_k: int) -> list[tuple[str, float]]:
     """(class, probability) of one image's ``top_k`` most likely classes, most likely first."""
     values, indices = probs.topk(min(top_k, len(classes)))
     return [(classes[i], float(v)) for v, i in zip(values, indices, strict=True)]
@@ -189,7 +190,7 @@ def iter_predictions(
     loaded and the folders listed before the first result."""
     check_top_k(top_k)
     model, meta = _inference_model(checkpoint)
-    channels, size, _ = meta["input_size"]
+    channels, size, _ = meta.input_size
     batch_that_fits(model, meta, 1, f"predict with {printable(checkpoint)}")
     for path, missing in image_paths(images):
         if missing:
@@ -205,7 +206,7 @@ def iter_predictions(
             raise WeightsError(f"{printable(checkpoint)}: the model's output for "
                                f"{printable(path)} is not a number (NaN or infinite weights: "
                                "the file is damaged or its run diverged); use another checkpoint")
-        yield Prediction(str(path), top_classes(probs, meta["classes"], top_k))
+        yield Prediction(str(path), top_classes(probs, meta.classes, top_k))
 
 
 def image_paths(images: list[str | os.PathLike]) -> list[tuple[Path, str | None]]:

@@ -18,6 +18,7 @@ from reslab.errors import ConfigError, MissingDependencyError, WeightsError
 from reslab.io import atomic_write_bytes
 from reslab.paths import check_output, printable, run_files
 from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.evaluate import predict_proba
 
 MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
@@ -72,11 +73,11 @@ def export_onnx(
     out = check_output(out, "--onnx", suffix=".onnx", inputs=run_files(source))
     model, meta = model_from_checkpoint(source)
     # --no-tta: logits of the image alone; otherwise the views the run evaluated
-    tta_shift = 0 if tta_flip is False else meta.get("tta_shift", 0)
-    tta_flip = bool(meta.get("tta_flip", False)) if tta_flip is None else tta_flip
-    graph = ExportGraph(model, meta["mean"], meta["std"], normalize=include_normalization,
+    tta_shift = 0 if tta_flip is False else meta.tta_shift
+    tta_flip = meta.tta_flip if tta_flip is None else tta_flip
+    graph = ExportGraph(model, list(meta.mean), list(meta.std), normalize=include_normalization,
                         tta_flip=tta_flip, tta_shift=tta_shift).eval()
-    channels, height, width = meta["input_size"]
+    channels, height, width = meta.input_size
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
@@ -118,17 +119,16 @@ def _output_text(graph: ExportGraph) -> str:
             + (", and their mirrors" if graph.tta_flip else ""))
 
 
-def describe(meta: dict[str, Any], graph: ExportGraph) -> dict[str, Any]:
+def describe(meta: CheckpointMeta, graph: ExportGraph) -> dict[str, Any]:
     """The metadata an exported file carries (``custom_metadata_map`` in onnxruntime)."""
-    channels, height, width = meta["input_size"]
     return {
-        "model": meta["model"],
-        "classes": meta["classes"],
-        "input_size": [channels, height, width],
-        "mean": meta["mean"],
-        "std": meta["std"],
+        "model": meta.model,
+        "classes": list(meta.classes),
+        "input_size": list(meta.input_size),
+        "mean": list(meta.mean),
+        "std": list(meta.std),
         "input": ("pixels in [0, 1], normalised in the graph" if graph.normalize else
                   "(pixels in [0, 1] - mean) / std, per channel"),
         "output": _output_text(graph),
-        "spec": meta.get("spec"),
+        "spec": meta.spec,
     }

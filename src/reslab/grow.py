@@ -54,5 +54,5 @@ def grow_checkpoint(checkpoint: str | os.PathLike, stage: int, blocks: int,
             f"ResNetSpec, so it could not be rebuilt from the file; use "
             f"reslab.models.grow(model, ..., shortcut={shortcut}) in Python")
     grown = grow(model, stage, blocks, shortcut)
-    save_checkpoint(out, grown.state_dict(), meta | {"spec": grown.spec.to_dict()})
+    save_checkpoint(out, grown.state_dict(), meta.replace(spec=grown.spec.to_dict()))
     return out, grown

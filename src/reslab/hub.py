@@ -25,6 +25,7 @@ from reslab.model_card import model_card
 from reslab.models.spec import Naming, ResNetSpec
 from reslab.models.zoo import SPECS
 from reslab.paths import is_folder, printable
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.model_folder import MAX_CONFIG_BYTES, TIMM_NAMES, WEIGHT_FILES
 
 FORMAT = "reslab-model-folder/1"  # the top-level "reslab" entry, which timm ignores
@@ -84,32 +85,32 @@ def _lacks(spec: ResNetSpec) -> str:
     return ", ".join(reasons) or "this spec (it matches none of timm's ResNet family)"
 
 
-def pretrained_cfg(meta: dict[str, Any], first_conv: str, classifier: str) -> dict[str, Any]:
+def pretrained_cfg(meta: CheckpointMeta, first_conv: str, classifier: str) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` for a checkpoint: complete, as timm does not fill it in."""
     return {
-        "input_size": list(meta["input_size"]),
+        "input_size": list(meta.input_size),
         "fixed_input_size": False,
         "interpolation": "bilinear",  # reslab resizes bilinearly
         "crop_pct": 1.0,  # the whole image, resized: reslab trains and tests without a crop
         "crop_mode": "center",
-        "mean": list(meta["mean"]),
-        "std": list(meta["std"]),
-        "num_classes": len(meta["classes"]),
+        "mean": list(meta.mean),
+        "std": list(meta.std),
+        "num_classes": len(meta.classes),
         "first_conv": first_conv,
         "classifier": classifier,
     }
 
 
-def folder_config(model: torch.nn.Module, meta: dict[str, Any],
+def folder_config(model: torch.nn.Module, meta: CheckpointMeta,
                   extra: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` of a checkpoint's model (a ``ResNet``), as timm's save_for_hf
     writes it, with reslab's own metadata (``extra``) under the key ``reslab``."""
-    arch, args = timm_architecture(meta["model"], model.spec)
+    arch, args = timm_architecture(meta.model, model.spec)
     convs = (n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d))
     head = next(n for n, m in model.named_modules() if m is model.get_classifier())
-    config = {"architecture": arch, "num_classes": len(meta["classes"]),
+    config = {"architecture": arch, "num_classes": len(meta.classes),
               "num_features": model.spec.num_features, "global_pool": "avg",
-              "label_names": list(meta["classes"])}
+              "label_names": list(meta.classes)}
     if args:
         config["model_args"] = args
     config["pretrained_cfg"] = pretrained_cfg(meta, next(convs), head)
@@ -145,14 +146,14 @@ def export_folder(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict
                           f"({printable(', '.join(left[:3]))}): give a new or empty folder")
     model, meta = model_from_checkpoint(source)
     if not hasattr(model, "spec"):
-        raise ConfigError(f"{printable(meta['model'])} is no ResNet: timm has no architecture "
+        raise ConfigError(f"{printable(meta.model)} is no ResNet: timm has no architecture "
                           "for it; `reslab export RUN --onnx FILE` exports it")
     test = _test_result(source, meta)
-    extra = {"version": __version__, "model": meta["model"], "spec": model.spec.to_dict(),
+    extra = {"version": __version__, "model": meta.model, "spec": model.spec.to_dict(),
              "spec_summary": f"depths {list(model.spec.depths)}, {model.spec.block.value} "
                              f"units, {sum(p.numel() for p in model.parameters()):,} parameters",
-             **{k: meta[k] for k in ("data", "config", "tta_flip", "tta_shift", "epoch")
-                if k in meta}, "test": test}
+             **{k: value for k in ("data", "config", "tta_flip", "tta_shift", "epoch")
+                if (value := getattr(meta, k)) is not None}, "test": test}
     config = folder_config(model, meta, extra)
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_folder(out) as tmp:
@@ -161,14 +162,14 @@ def export_folder(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict
             safetensors.torch.save(weights, metadata={"format": "pt"}))
         (tmp / "README.md").write_text(model_card(config, meta, test, out.name))
     return {"path": out, "architecture": config["architecture"],
-            "model_args": config.get("model_args", {}), "classes": len(meta["classes"]),
-            "input_size": meta["input_size"], "tensors": len(weights), "test": test}
+            "model_args": config.get("model_args", {}), "classes": len(meta.classes),
+            "input_size": list(meta.input_size), "tensors": len(weights), "test": test}
 
 
 OUR_FILES = ("config.json", "model.safetensors", "README.md")
 
 
-def _test_result(source: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+def _test_result(source: Path, meta: CheckpointMeta) -> dict[str, Any] | None:
     """The run's test result when it is of these weights (results.json names their epoch)."""
     results = source.parent.parent / "results.json"
     if source.parent.name != "checkpoints" or not results.is_file() \
@@ -176,7 +177,7 @@ def _test_result(source: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         found = json.loads(results.read_text())
-        if found.get("best_epoch") != meta.get("epoch"):
+        if found.get("best_epoch") != meta.epoch:
             return None
         return {k: found[k] for k in ("accuracy", "images", "best_epoch", "best_val_acc")}
     except (OSError, ValueError, LookupError, TypeError, AttributeError):

@@ -4,18 +4,21 @@ load it in timm, reslab and, for torchvision's names, torchvision."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reslab.models.pretrained import TORCHVISION_NAMES
 
+if TYPE_CHECKING:
+    from reslab.runtime.checkpoint_meta import CheckpointMeta
 
-def model_card(config: dict[str, Any], meta: dict[str, Any], test: dict[str, Any] | None,
+
+def model_card(config: dict[str, Any], meta: CheckpointMeta, test: dict[str, Any] | None,
                folder_name: str) -> str:
     arch, reslab = config["architecture"], config["reslab"]
-    train = meta.get("config") or {}
-    channels, height, width = meta["input_size"]
-    classes = meta["classes"]
-    data = meta.get("data", "unknown data")
+    train = meta.config or {}
+    channels, height, width = meta.input_size
+    classes = list(meta.classes)
+    data = meta.data or "unknown data"
     lines = ["---", "library_name: timm", "tags:", "- image-classification", "- timm",
              "- reslab", "pipeline_tag: image-classification", "---", "",
              f"# {arch} trained with reslab on {data}", "",
@@ -30,7 +33,7 @@ def model_card(config: dict[str, Any], meta: dict[str, Any], test: dict[str, Any
                   f"{train.get('label_smoothing')}, seed {train.get('seed')}",
                   f"- training subset: {train.get('train_subset') or 'all images'}; "
                   f"started from {train.get('init_from') or 'random weights'}"]
-    lines += [f"- normalisation: mean {_numbers(meta['mean'])}, std {_numbers(meta['std'])} "
+    lines += [f"- normalisation: mean {_numbers(meta.mean)}, std {_numbers(meta.std)} "
               "on pixels in [0, 1]; images resized bilinearly to the input size, no crop",
               f"- these weights: epoch {reslab.get('epoch', '?')}", "", "## Metrics", ""]
     if test:
@@ -40,9 +43,9 @@ def model_card(config: dict[str, Any], meta: dict[str, Any], test: dict[str, Any
     else:
         lines.append("No test result was recorded with these weights (their run's "
                      "results.json is of other weights, or missing).")
-    if meta.get("tta_flip") or meta.get("tta_shift"):
-        views = " and ".join(v for v, on in (("its mirror", meta.get("tta_flip")),
-                                             ("its shifts", meta.get("tta_shift"))) if on)
+    if meta.tta_flip or meta.tta_shift:
+        views = " and ".join(v for v, on in (("its mirror", meta.tta_flip),
+                                             ("its shifts", meta.tta_shift)) if on)
         lines.append(f"reslab's accuracy averages each image with {views}; a plain forward "
                      "pass (timm's) gives the image alone, which may score slightly lower.")
     lines += ["", "## Intended use and limits", "",

@@ -27,6 +27,7 @@ from reslab.errors import ConfigError, CorruptDataError
 from reslab.inference import InferenceModel
 from reslab.paths import is_folder, printable, regular_file
 from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.evaluate import EvalResult
 
 _BATCH = 256  # images per forward pass in predict()
@@ -38,7 +39,7 @@ def load(path: str | os.PathLike) -> TrainedModel:
     return TrainedModel(module, meta, source)
 
 
-def _read(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Path]:
+def _read(path: str | os.PathLike) -> tuple[nn.Module, CheckpointMeta, Path]:
     """(network, metadata, file read) for every kind of path ``load`` takes: the one place
     that tells them apart, so that a new kind of folder is added here."""
     checkpoint = resolve_checkpoint(path)
@@ -55,17 +56,17 @@ class TrainedModel:
     A float image outside [0, 1] is refused by ``predict`` rather than guessed at.
     """
 
-    def __init__(self, module: nn.Module, meta: dict[str, Any], source: Path):
+    def __init__(self, module: nn.Module, meta: CheckpointMeta, source: Path):
         self.module = module  # the torch network (eval mode, fp32): fine-tune or inspect it
         self.meta = meta  # the checkpoint's metadata, as read
         self.source = source
-        self.name: str = meta["model"]
-        self.classes: list[str] = list(meta["classes"])
-        self.mean: tuple[float, ...] = tuple(meta["mean"])
-        self.std: tuple[float, ...] = tuple(meta["std"])
-        self.input_size: tuple[int, int, int] = tuple(meta["input_size"])  # (C, H, W)
-        self.tta_flip: bool = meta.get("tta_flip", False)
-        self.tta_shift: int = meta.get("tta_shift", 0)
+        self.name: str = meta.model
+        self.classes: list[str] = list(meta.classes)
+        self.mean: tuple[float, ...] = meta.mean
+        self.std: tuple[float, ...] = meta.std
+        self.input_size: tuple[int, int, int] = meta.input_size  # (C, H, W)
+        self.tta_flip: bool = meta.tta_flip
+        self.tta_shift: int = meta.tta_shift
         self._fast: tuple[tuple[list, list], InferenceModel] | None = None
 
     def __repr__(self) -> str:

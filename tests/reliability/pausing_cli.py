@@ -43,7 +43,7 @@ def pause_after_checkpoint(step: int, epoch: int) -> None:
 
     def save_then_pause(path, weights, metadata, train_state=None):
         written = save(path, weights, metadata, train_state)
-        if train_state is not None and (metadata["step"], metadata["epoch"]) == (step, epoch):
+        if train_state is not None and (metadata.step, metadata.epoch) == (step, epoch):
             pause()
         return written
 
@@ -54,7 +54,7 @@ def pause_mid_checkpoint(step: int, epoch: int) -> None:
     save, write_bytes, armed = WRITER.save_checkpoint, reslab.models.weights.atomic_write_bytes, []
 
     def save_armed(path, weights, metadata, train_state=None):
-        if train_state is not None and (metadata["step"], metadata["epoch"]) == (step, epoch):
+        if train_state is not None and (metadata.step, metadata.epoch) == (step, epoch):
             armed.append(path)
         return save(path, weights, metadata, train_state)
 

@@ -143,7 +143,7 @@ def test_sigkill_then_resume_ends_bitwise_where_an_uninterrupted_run_ends(tmp_pa
     expected_rows = metrics(reference_dir)
     expected_results = json.loads((reference_dir / "results.json").read_text())
     assert [r["epoch"] for r in expected_rows] == [1, 2]
-    assert expected.metadata["step"] == TOTAL
+    assert expected.meta.step == TOTAL
     assert "run directory:" in reference_out
 
     for name, (out, _) in runs.items():

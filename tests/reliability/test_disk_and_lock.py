@@ -80,7 +80,7 @@ def test_a_checkpoint_write_failing_halfway_keeps_the_last_good_one(tmp_path, ti
     # the previous checkpoint is untouched and loads; the partial file is gone
     assert last.read_bytes() == seen["before"]
     kept = load_checkpoint(last)
-    assert kept.metadata["epoch"] == 1 and kept.train_state["state"]["step"] == 8
+    assert kept.meta.epoch == 1 and kept.train_state["state"]["step"] == 8
     assert not seen["partial"].exists()
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.safetensors",
                                                              "last.safetensors"]
@@ -128,7 +128,7 @@ def test_a_read_only_checkpoint_folder_stops_the_run_with_a_clear_error(tmp_path
     assert "fix permissions, then --resume" in message
     last = checkpoints / "last.safetensors"
     assert last.read_bytes() == undo[1]
-    assert load_checkpoint(last).metadata["epoch"] == 1
+    assert load_checkpoint(last).meta.epoch == 1
     assert not [p for p in checkpoints.iterdir() if p.name.endswith(".part")]
 
 
@@ -178,7 +178,7 @@ def test_a_full_disk_stops_the_run_and_resume_finishes_it_once_there_is_room(
     assert "--resume" in message and "\n" not in message
     last = checkpoints / "last.safetensors"
     assert last.read_bytes() == seen["last"]  # epoch 1's checkpoint, untouched
-    assert load_checkpoint(last).metadata["epoch"] == 1
+    assert load_checkpoint(last).meta.epoch == 1
     assert not [p for p in checkpoints.iterdir() if p.name.endswith(".part")]
     # room again: --resume goes on from epoch 1's checkpoint to the end
     seen["filler"].unlink()

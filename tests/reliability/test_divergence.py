@@ -35,7 +35,7 @@ def test_divergence_stops_with_a_message_and_keeps_a_finite_checkpoint(lr, image
     failed_step = int(match[3])
     last = load_checkpoint(out / "checkpoints" / "last.safetensors")
     assert _finite(last.weights)
-    assert last.metadata["step"] == failed_step - 1  # the step before the blow-up
+    assert last.meta.step == failed_step - 1  # the step before the blow-up
     assert not (out / "results.json").exists()
     assert not list((out / "checkpoints").glob(".*.part"))
 
@@ -64,4 +64,4 @@ def test_weights_made_non_finite_by_a_step_are_never_checkpointed(image_folder, 
     assert code == 1
     assert "the weights became inf at step 3 (epoch 1): training diverged" in err, err
     last = load_checkpoint(out / "checkpoints" / "last.safetensors")
-    assert last.metadata["step"] == 2 and _finite(last.weights)
+    assert last.meta.step == 2 and _finite(last.weights)

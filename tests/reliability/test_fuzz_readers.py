@@ -28,6 +28,7 @@ from reslab.deploy import predict_files
 from reslab.errors import CorruptDataError, ReslabError, WeightsError
 from reslab.models.weights import read_state_dict
 from reslab.runtime.checkpoint import load_checkpoint, model_from_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 
 from . import hostile
 
@@ -318,7 +319,7 @@ def _check_weights(path: Path, loaders=("read_state_dict", "load_checkpoint", "m
                 event("read_state_dict: read")
             elif loader == "load_checkpoint":
                 checkpoint = load_checkpoint(path)
-                assert isinstance(checkpoint.metadata, dict)
+                assert isinstance(checkpoint.meta, CheckpointMeta)
                 event("load_checkpoint: loaded")
             else:
                 model, meta = model_from_checkpoint(path)

@@ -118,12 +118,12 @@ def test_a_forged_model_name_is_printed_escaped(tmp_path):
 
 def test_a_forged_model_name_reaches_no_new_run_or_onnx_file(tmp_path):
     from reslab.models import read_metadata
-    from reslab.training.finetune import reslab_metadata
+    from reslab.training.finetune import reslab_checkpoint
 
     ckpt = hostile.write_checkpoint(tmp_path / "forged.safetensors", model=FORGED)
-    for meta in (read_metadata(ckpt), reslab_metadata(ckpt)):
-        assert meta["model"] == printable(FORGED)
-        assert all(c.isprintable() and c not in "\u202e" for c in meta["model"])
+    for model in (read_metadata(ckpt)["model"], reslab_checkpoint(ckpt)[1].model):
+        assert model == printable(FORGED)
+        assert all(c.isprintable() and c not in "\u202e" for c in model)
 
 
 # --- NaN weights -----------------------------------------------------------------------------

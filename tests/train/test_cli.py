@@ -77,13 +77,13 @@ def test_predict_gives_top_k_classes_and_an_error_line_per_bad_image(trained, im
     # the probabilities are the model's, worked out here from the PNG independently
     model, meta = model_from_checkpoint(checkpoint)
     pixels = torch.from_numpy(np.array(Image.open(good).convert("L"), dtype=np.float32))
-    x = ((pixels / 255 - meta["mean"][0]) / meta["std"][0]).view(1, 1, 16, 16)
+    x = ((pixels / 255 - meta.mean[0]) / meta.std[0]).view(1, 1, 16, 16)
     with torch.no_grad():
         probs = model(x).softmax(1)
-        if meta["tta_flip"]:
+        if meta.tta_flip:
             probs = (probs + model(x.flip(3)).softmax(1)) / 2
     top = probs[0].topk(2)
-    assert [match[1], match[3]] == [meta["classes"][i] for i in top.indices]
+    assert [match[1], match[3]] == [meta.classes[i] for i in top.indices]
     assert float(match[2]) == pytest.approx(float(top.values[0]), abs=6e-4)
     assert float(match[4]) == pytest.approx(float(top.values[1]), abs=6e-4)
     assert float(match[2]) >= float(match[4])
@@ -124,11 +124,11 @@ def test_an_exported_model_on_raw_pixels_gives_predicts_probabilities_and_says_s
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     _, meta = model_from_checkpoint(checkpoint)
-    assert json.loads(metadata["classes"]) == meta["classes"] == [f"class{i}" for i in range(10)]
-    assert json.loads(metadata["mean"]) == meta["mean"]
-    assert json.loads(metadata["std"]) == meta["std"]
+    assert json.loads(metadata["classes"]) == list(meta.classes) == [f"class{i}" for i in range(10)]
+    assert json.loads(metadata["mean"]) == list(meta.mean)
+    assert json.loads(metadata["std"]) == list(meta.std)
     assert json.loads(metadata["input_size"]) == [1, 16, 16]
-    assert json.loads(metadata["spec"])["depths"] == meta["spec"]["depths"]
+    assert json.loads(metadata["spec"])["depths"] == meta.spec["depths"]
     assert session.get_outputs()[0].name == "probabilities"
     # raw pixels in, predict's numbers out
     images = sorted((image_folder / "test" / "class3").iterdir())[:3]
@@ -139,7 +139,7 @@ def test_an_exported_model_on_raw_pixels_gives_predicts_probabilities_and_says_s
     lines = capsys.readouterr().out.splitlines()
     for row, line in zip(got, lines, strict=True):
         name, probability = line.split(": ")[1].split()
-        assert meta["classes"][int(row.argmax())] == name
+        assert meta.classes[int(row.argmax())] == name
         assert float(probability) == pytest.approx(float(row.max()), abs=6e-3)  # bf16 there
 
 

@@ -60,7 +60,7 @@ def test_torchrun_two_cpu_processes(tmp_path, image_folder):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.safetensors", "last.safetensors"]
     last = load_checkpoint(run / "checkpoints" / "last.safetensors")
-    assert last.metadata["config"]["batch_size"] == 32  # the global batch, as given
+    assert last.meta.config["batch_size"] == 32  # the global batch, as given
 
     # --batch-size is the global batch: 2 ranks x 16 images take as many steps as 1 x 32
     (single_run,) = (single_cwd / "runs").iterdir()
@@ -71,6 +71,6 @@ def test_torchrun_two_cpu_processes(tmp_path, image_folder):
     # the epoch's training figures cover both ranks' shards, not rank 0's alone
     assert [r["train_images"] for r in rows] == [r["train_images"] for r in single_rows] \
         == [128, 128]
-    assert last.metadata["step"] == 8
+    assert last.meta.step == 8
     results = json.loads((run / "results.json").read_text())
     assert results["images"] == 60 and results["steps"] == 8

@@ -289,7 +289,7 @@ def _edited(base_run, tmp_path, change):
     run = tmp_path / "edited"
     subprocess.run(["cp", "-r", str(base_run), str(run)], check=True)
     last = load_checkpoint(run / "checkpoints" / "last.safetensors")
-    meta, state = change(dict(last.metadata), last.train_state)
+    meta, state = change(last.meta.to_dict(), last.train_state)
     save_checkpoint(run / "checkpoints" / "last.safetensors", last.weights, meta, state)
     return run
 

@@ -82,8 +82,8 @@ def _summary(target: str, options: Namespace):
     # shapes and counts only: the checked network on the meta device, as a zoo name's, so
     # that any input size costs no memory
     checkpoint = open_checkpoint(resolve_checkpoint(path))
-    return summary(checkpoint.skeleton, options.input or checkpoint.meta["input_size"],
-                   name=checkpoint.meta["model"])
+    return summary(checkpoint.skeleton, options.input or checkpoint.meta.input_size,
+                   name=checkpoint.meta.model)
 
 
 def run_models(options: Namespace) -> int:

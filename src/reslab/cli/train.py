@@ -139,16 +139,16 @@ def run_eval(ns: Namespace) -> int:
                                  inputs=[*run_files(checkpoint), *data])
     result, meta = evaluate_checkpoint(checkpoint, ns.data, split=ns.split,
                                        data_dir=ns.data_dir)
-    per_class = result.per_class(meta["classes"])
+    per_class = result.per_class(list(meta.classes))
     if confusion:
-        plot_confusion(result.confusion, meta["classes"], confusion,
-                       f"{meta['model']}: {ns.split} accuracy {result.accuracy:.4f}")
+        plot_confusion(result.confusion, list(meta.classes), confusion,
+                       f"{meta.model}: {ns.split} accuracy {result.accuracy:.4f}")
     if ns.json:
         print(json.dumps({"accuracy": result.accuracy, "loss": result.loss,
                           "images": result.count, "per_class": per_class,
                           "confusion": result.confusion.tolist()}, indent=2))
         return 0
-    print(f"{printable(meta['model'])} on {ns.split}: accuracy {result.accuracy:.4f}, loss "
+    print(f"{printable(meta.model)} on {ns.split}: accuracy {result.accuracy:.4f}, loss "
           f"{result.loss:.4f}, {count(result.count, 'image')}")
     names = {printable(name): accuracy for name, accuracy in per_class.items()}
     width = max(map(len, names))

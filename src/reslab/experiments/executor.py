@@ -29,9 +29,8 @@ from reslab.experiments.common import prepare_data, prepare_out
 from reslab.experiments.protocol import Experiment, PlannedRun, Probe, RunResult
 from reslab.experiments.report import save_figure, write_report
 from reslab.io import atomic_write_text
-from reslab.models import read_metadata
 from reslab.paths import read_own_file
-from reslab.runtime.checkpoint import load_checkpoint
+from reslab.runtime.checkpoint import load_checkpoint, read_checkpoint_meta
 from reslab.runtime.device import resolve_device
 from reslab.training import FitResult, fit
 from reslab.training.loop import input_shape
@@ -107,7 +106,7 @@ def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResu
     log.info("%s %s (%s: %d epochs of %d images)", "resuming" if resume else "training",
              run.key, run.label, config.epochs, len(data.train))
     if resume:
-        probes.keep_until(read_metadata(run_dir.last).get("step", 0))
+        probes.keep_until(read_checkpoint_meta(run_dir.last).step or 0)
     else:
         probes.start(model.to(resolve_device(config.device)), config)
     try:

@@ -69,8 +69,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             ) from None
     else:
         state = _torch_load_tensors_only(path)
-    state = _unwrap(state, path)
-    return _strip_prefixes({k: v for k, v in state.items() if not k.startswith(TRAIN_STATE_PREFIX)})
+    return weights_of(state, path)
 
 
 def _check_zip_sizes(path: Path) -> None:
@@ -254,6 +253,38 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             header = f.metadata() or {}
     except (SafetensorError, OSError, RuntimeError) as error:  # RuntimeError: truncated file
         raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
+    return _parse_metadata(header, path)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every tensor of a safetensors file (training state included) and its reslab metadata,
+    from one opening of the file: the header is read and bounded first (as ``read_metadata``
+    does), then the tensors it lists (as ``read_state_dict`` does)."""
+    try:
+        opened = safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, RuntimeError) as error:  # RuntimeError: truncated file
+        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from None
+    with opened as f:
+        metadata = _parse_metadata(f.metadata() or {}, path)
+        try:
+            tensors = {key: f.get_tensor(key) for key in f.offset_keys()}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise WeightsError(
+                f"{path} is not a valid safetensors file ({error}); it may be truncated or "
+                "tampered with: save it again"
+            ) from None
+    return tensors, metadata
+
+
+def weights_of(tensors: dict[str, torch.Tensor], path: str | os.PathLike
+               ) -> dict[str, torch.Tensor]:
+    """The model's weights among a file's tensors (``read_state_dict``'s answer): the training
+    state left out, ``module.`` prefixes removed."""
+    state = _unwrap(tensors, Path(path))
+    return _strip_prefixes({k: v for k, v in state.items() if not k.startswith(TRAIN_STATE_PREFIX)})
+
+
+def _parse_metadata(header: dict[str, str], path: str | os.PathLike) -> dict[str, Any]:
     try:
         metadata = json.loads(header.get(METADATA_KEY, "{}"))
     except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep

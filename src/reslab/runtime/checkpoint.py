@@ -1,6 +1,9 @@
 """Checkpoints: one safetensors file holds the weights (loadable as they are), the training
 state needed to resume exactly (optimizer, scheduler, EMA, RNG), and JSON metadata (spec,
-classes, normalisation, epoch, metrics). Written atomically: a crash leaves the last good one.
+classes, normalisation, epoch, metrics: a ``CheckpointMeta``, see ``checkpoint_meta.py``).
+Written atomically: a crash leaves the last good one. ``save_checkpoint`` writes one,
+``load_checkpoint`` reads one (opening the file once), ``blueprint`` is the one way from a
+checkpoint to a network.
 """
 
 from __future__ import annotations
@@ -11,20 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from reslab import memory
 from reslab.errors import ReslabError, WeightsError
-from reslab.limits import MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE, MAX_UNITS
+from reslab.limits import MAX_IMAGE_SIDE, MAX_UNITS
 from reslab.models.weights import (
     TRAIN_STATE_PREFIX,
     read_metadata,
-    read_state_dict,
+    read_safetensors,
     save_weights,
     state_dict_mismatch,
+    weights_of,
 )
 from reslab.paths import expand, is_folder, printable, regular_file
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 
 _TENSOR = "__tensor__"
 
@@ -32,39 +36,43 @@ _TENSOR = "__tensor__"
 @dataclass
 class Checkpoint:
     weights: dict[str, torch.Tensor]
-    metadata: dict[str, Any]
+    meta: CheckpointMeta
     train_state: dict[str, Any] | None  # None in a weights-only file
 
 
 def save_checkpoint(
     path: str | os.PathLike,
     weights: dict[str, torch.Tensor],
-    metadata: dict[str, Any],
+    meta: CheckpointMeta | dict[str, Any],
     train_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write weights + metadata (+ the nested ``train_state``, tensors and all) atomically."""
+    """Write weights + metadata (+ the nested ``train_state``, tensors and all) atomically.
+    ``meta`` is a CheckpointMeta; a plain dict is written as it is (tests craft damaged
+    files so)."""
     tensors = dict(weights)
-    meta = dict(metadata)
+    header = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta)
     if train_state is not None:
-        meta["train_state"] = _flatten(train_state, TRAIN_STATE_PREFIX, tensors)
-    return save_weights(tensors, path, meta)
+        header["train_state"] = _flatten(train_state, TRAIN_STATE_PREFIX, tensors)
+    return save_weights(tensors, path, header)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """A checkpoint's weights, checked metadata and training state, from one reading of the
+    file (header first, bounded; then the tensors it lists)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"{path} is not a reslab checkpoint (.safetensors expected)")
-    metadata = read_metadata(path)
-    structure = metadata.pop("train_state", None)
+    tensors, header = read_safetensors(path)
+    structure = header.pop("train_state", None)
+    meta = CheckpointMeta.from_dict(header, path)
     train_state = None
     if structure is not None:
-        tensors = safetensors.torch.load_file(path)
         try:
             train_state = _unflatten(structure, tensors)
         except (TypeError, ValueError, LookupError, RecursionError) as error:  # damaged, edited
             raise WeightsError(f"{path}: its training state is damaged ({type(error).__name__}: "
                                f"{error}); it cannot be resumed: start from its weights") from None
-    return Checkpoint(read_state_dict(path), metadata, train_state)
+    return Checkpoint(weights_of(tensors, path), meta, train_state)
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -92,7 +100,14 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
+    """A checkpoint's checked metadata from its header alone, no tensor read."""
+    header = read_metadata(path)
+    header.pop("train_state", None)
+    return CheckpointMeta.from_dict(header, path)
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, CheckpointMeta]:
     """Rebuild the model a checkpoint (or model folder) describes and load its weights (eval
     mode)."""
     return open_checkpoint(path).load()
@@ -103,10 +118,11 @@ def open_checkpoint(path: str | os.PathLike) -> Blueprint:
     if is_folder(Path(path)):  # a timm / Hugging Face model folder
         from reslab.runtime.model_folder import read_model_folder
 
-        weights, meta = read_model_folder(Path(path))
+        weights, header = read_model_folder(Path(path))
+        meta = CheckpointMeta.from_dict(header, path)
     else:
         checkpoint = load_checkpoint(path)
-        weights, meta = checkpoint.weights, checkpoint.metadata
+        weights, meta = checkpoint.weights, checkpoint.meta
     return blueprint(path, meta, weights)
 
 
@@ -117,7 +133,7 @@ class Blueprint:
     questions about it, ``build`` makes it for real."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     weights: dict[str, torch.Tensor]
     spec: Any  # a ResNetSpec, or None for a zoo name
     skeleton: torch.nn.Module
@@ -140,16 +156,16 @@ class Blueprint:
                     check_spec_parameters(spec, f"the network of {printable(self.path)}",
                                           "choose a smaller model")
                 return build(spec)
-            return create_model(self.meta["model"], **({"num_classes": self.meta["num_classes"],
-                                                        "in_channels": self.meta["in_channels"]}
-                                                       | changes))
+            return create_model(self.meta.model, **({"num_classes": self.meta.num_classes,
+                                                     "in_channels": self.meta.in_channels}
+                                                    | changes))
         except (WeightsError, MemoryBudgetError):
             raise
         except (ReslabError, TypeError, ValueError) as error:
             raise WeightsError(f"{printable(self.path)}: its metadata describes no model reslab "
                                f"can build ({printable(error)})") from None
 
-    def load(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def load(self) -> tuple[torch.nn.Module, CheckpointMeta]:
         """The network with the checkpoint's weights, in eval mode, and its metadata."""
         model = self.build()
         try:
@@ -160,21 +176,18 @@ class Blueprint:
         return model.eval(), self.meta
 
 
-def blueprint(path: str | os.PathLike, meta: dict[str, Any],
+def blueprint(path: str | os.PathLike, meta: CheckpointMeta,
               weights: dict[str, torch.Tensor]) -> Blueprint:
     """The one way from checkpoint metadata to a network (eval, predict, export, summary,
-    grow, --init-from and --resume all come here): its fields, its spec's bounds, the
-    parameters it asks for against the numbers the file holds and the memory this machine
-    has, then the network on the meta device against the file's names, shapes, input size
-    and classes. Anything wrong is a WeightsError naming the file before a byte is allocated."""
+    grow, --init-from and --resume all come here): its fields (checked when the record was
+    read, ``CheckpointMeta.from_dict``), its spec's bounds, the parameters it asks for against
+    the numbers the file holds and the memory this machine has, then the network on the meta
+    device against the file's names, shapes, input size and classes. Anything wrong is a
+    WeightsError naming the file before a byte is allocated."""
     from reslab.models import build
     from reslab.models.zoo import create_model
 
     path = Path(path)
-    if "model" not in meta:
-        raise WeightsError(f"{printable(path)} has no reslab metadata: load it with load_weights "
-                           "instead")
-    _check_metadata(path, meta)
     spec = checked_spec(path, meta, weights)
 
     # built on the meta device first: a header describing a huge network allocates nothing
@@ -182,8 +195,8 @@ def blueprint(path: str | os.PathLike, meta: dict[str, Any],
     try:
         with torch.device("meta"):
             skeleton = (build(spec) if spec is not None else
-                        create_model(meta["model"], num_classes=meta["num_classes"],
-                                     in_channels=meta["in_channels"])).eval()
+                        create_model(meta.model, num_classes=meta.num_classes,
+                                     in_channels=meta.in_channels)).eval()
     except (ReslabError, TypeError, ValueError) as error:
         raise WeightsError(f"{printable(path)}: its metadata describes no model reslab can "
                            f"build ({printable(error)})") from None
@@ -192,14 +205,14 @@ def blueprint(path: str | os.PathLike, meta: dict[str, Any],
                            f"describes ({printable(problems)}); the file is damaged or was "
                            "edited")
     try:  # shapes only, on the meta device: predict and export feed this size
-        outputs = skeleton(torch.empty(1, *meta["input_size"], device="meta")).shape
+        outputs = skeleton(torch.empty(1, *meta.input_size, device="meta")).shape
     except RuntimeError as error:
-        raise WeightsError(f"{printable(path)}: metadata input_size {meta['input_size']} does "
+        raise WeightsError(f"{printable(path)}: metadata input_size {list(meta.input_size)} does "
                            f"not fit the model ({str(error).splitlines()[0][:160]}); the file "
                            "is damaged or was edited") from None
-    if outputs != (1, len(meta["classes"])):
+    if outputs != (1, len(meta.classes)):
         head = "" if getattr(spec, "num_classes", 1) else " (a feature extractor, no head)"
-        raise WeightsError(f"{printable(path)}: metadata names {len(meta['classes'])} classes "
+        raise WeightsError(f"{printable(path)}: metadata names {len(meta.classes)} classes "
                            f"but the model has {math.prod(outputs[1:])} outputs{head}; the file "
                            "is damaged or was edited")
     memory.require(memory.parameter_bytes(skeleton), f"the network of {printable(path)}",
@@ -207,16 +220,16 @@ def blueprint(path: str | os.PathLike, meta: dict[str, Any],
     return Blueprint(path, meta, weights, spec, skeleton)
 
 
-def checked_spec(path: str | os.PathLike, meta: dict[str, Any],
+def checked_spec(path: str | os.PathLike, meta: CheckpointMeta,
                   weights: dict[str, torch.Tensor]):
     """The metadata's spec (None for a zoo name), refused before anything is built when it
     describes more units or parameters than the limits allow or than the file holds."""
     from reslab.models.spec import ResNetSpec
 
-    if not meta.get("spec"):
+    if meta.spec is None:
         return None
     try:
-        spec = ResNetSpec.from_dict(meta["spec"])
+        spec = ResNetSpec.from_dict(meta.spec)
     except (ReslabError, TypeError, ValueError) as error:
         raise WeightsError(f"{printable(path)}: its metadata describes no model reslab can build "
                            f"({printable(error)})") from None
@@ -260,58 +273,6 @@ def check_spec_parameters(spec, what: str, fix: str, copies: int = 1) -> None:
     """Refuse a spec whose parameters alone (a lower bound, computed without building it),
     ``copies`` times over, pass the budget: checked before a network is built at all."""
     memory.require(4 * copies * fewest_parameters(spec), what, fix)
-
-
-def _check_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
-    """The fields eval, predict and export read: a damaged or edited header fails here, naming
-    the field, rather than later with a bare KeyError or IndexError."""
-
-    def numbers(value: Any, count: int, kinds=(int, float), positive=False) -> bool:
-        return (isinstance(value, list) and len(value) == count
-                and all(type(v) in kinds and math.isfinite(v) and (v > 0 or not positive)
-                        for v in value))
-
-    size = meta.get("input_size")
-    channels = size[0] if isinstance(size, list) and size else 0
-    required = {
-        "model": (lambda v: isinstance(v, str), "a model name"),
-        "classes": (lambda v: isinstance(v, list) and bool(v)
-                    and all(isinstance(c, str) for c in v), "a list of class names"),
-        "input_size": (lambda v: numbers(v, 3, (int,), positive=True),
-                       "[channels, height, width]"),
-        "mean": (lambda v: numbers(v, channels), f"{channels} numbers"),
-        "std": (lambda v: numbers(v, channels, positive=True), f"{channels} positive numbers"),
-    }
-    if meta.get("spec"):
-        required["spec"] = (lambda v: isinstance(v, dict), "a ResNetSpec as a JSON object")
-    else:
-        for name in ("num_classes", "in_channels"):
-            required[name] = (lambda v: type(v) is int and v > 0, "a positive integer")
-    optional = {"config": (dict, "a JSON object"), "data": (str, "a data set name")}
-    for name, (kind, expected) in optional.items():
-        if name in meta:
-            required[name] = (lambda v, kind=kind: isinstance(v, kind), expected)
-    if "tta_flip" in meta:
-        required["tta_flip"] = (lambda v: isinstance(v, bool), "true or false")
-    if "tta_shift" in meta:  # reflect padding needs a shift smaller than the image
-        required["tta_shift"] = (lambda v: type(v) is int and 0 <= v <= 4 and v < min(size[1:]),
-                                 "an integer shift in 0...4 pixels, below the image size")
-    for name, (fits, expected) in required.items():
-        if not fits(meta.get(name)):
-            raise WeightsError(f"{printable(path)}: metadata field {name!r} is "
-                               f"{printable(repr(meta.get(name))[:60])}, expected {expected}; "
-                               "the file is damaged or was edited")
-    _, height, width = size
-    too_big = {"input channels": (channels, MAX_CHANNELS), "input height": (height, MAX_IMAGE_SIDE),
-               "input width": (width, MAX_IMAGE_SIDE), "classes": (len(meta["classes"]),
-                                                                   MAX_CLASSES)}
-    if not meta.get("spec"):
-        too_big |= {"num_classes": (meta["num_classes"], MAX_CLASSES),
-                    "in_channels": (meta["in_channels"], MAX_CHANNELS)}
-    for name, (value, limit) in too_big.items():
-        if value > limit:
-            raise WeightsError(f"{printable(path)}: metadata asks for {value:,} {name}, more than "
-                               f"the limit of {limit:,}; the file is damaged or was edited")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -7,16 +7,17 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import torch
 from torch import nn
 
 from reslab.data import Dataset
 from reslab.errors import ConfigError
-from reslab.models import create_model, load_weights, pretrained_cfg, read_metadata
-from reslab.models.weights import read_state_dict
+from reslab.models import create_model, load_weights, pretrained_cfg
+from reslab.models.weights import read_safetensors, weights_of
 from reslab.paths import expand, is_folder, printable
 from reslab.runtime.checkpoint import blueprint, resolve_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.model_folder import is_model_folder, read_model_folder
 from reslab.training.config import TrainConfig
 
@@ -35,12 +36,17 @@ class Start:
     frozen: tuple[str, ...] = ()
 
 
-def reslab_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The metadata of a reslab checkpoint, or None for a plain state-dict file."""
+def reslab_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta] | None:
+    """The weights and checked metadata of a reslab checkpoint, from one reading of the file
+    (its training state, not needed to start from its weights, left unread); None for a plain
+    state-dict file."""
     if Path(path).suffix != ".safetensors":
         return None
-    meta = read_metadata(path)
-    return meta if "model" in meta else None
+    tensors, header = read_safetensors(path)
+    if "model" not in header:
+        return None
+    header.pop("train_state", None)
+    return weights_of(tensors, path), CheckpointMeta.from_dict(header, path)
 
 
 def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) -> Start:
@@ -56,25 +62,25 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
                           "a weights file (.pth, .safetensors), a reslab checkpoint, a run "
                           "folder or a folder of config.json and model.safetensors")
     if folder:
-        weights, meta = read_model_folder(path)
+        weights, header = read_model_folder(path)
+        meta = CheckpointMeta.from_dict(header, path)
     else:
-        meta = reslab_metadata(path)
-        weights = read_state_dict(path) if meta is not None else None
+        weights, meta = reslab_checkpoint(path) or (None, None)
     channels, classes = data.image_shape[0], len(data.classes)
     notes = []
     if meta is not None:
         kind = "model folder" if folder else "checkpoint"
-        if model_given and config.model != meta["model"]:
+        if model_given and config.model != meta.model:
             raise ConfigError(f"--model {config.model} disagrees with --init-from "
-                              f"{printable(path)}, a {kind} of {meta['model']}: leave --model "
+                              f"{printable(path)}, a {kind} of {meta.model}: leave --model "
                               "out")
-        config = config.replace(model=meta["model"])
+        config = config.replace(model=meta.model)
         model = _from_spec(meta, path, weights, classes, channels)
-        source = (f"timm model folder of {meta['model']}" if folder
-                  else f"reslab checkpoint of {meta['model']}")
-        if meta.get("spec") and "depths" in meta["spec"]:
-            source += f", depths {meta['spec']['depths']}"
-        own = (tuple(meta["mean"]), tuple(meta["std"])) if "mean" in meta else None
+        source = (f"timm model folder of {meta.model}" if folder
+                  else f"reslab checkpoint of {meta.model}")
+        if meta.spec is not None and "depths" in meta.spec:
+            source += f", depths {meta.spec['depths']}"
+        own = meta.mean, meta.std
     else:
         if not model_given:
             raise ConfigError(f"--init-from {path} is a plain state dict: give --model NAME, "
@@ -95,7 +101,7 @@ def start_from_weights(config: TrainConfig, data: Dataset, model_given: bool) ->
     return Start(model, data, config, notes)
 
 
-def _from_spec(meta: dict[str, Any], path: Path, weights: dict, classes: int,
+def _from_spec(meta: CheckpointMeta, path: Path, weights: dict, classes: int,
                channels: int) -> nn.Module:
     """The checkpoint's network (checked and bounded by ``blueprint``) with the run's head
     and input channels."""

@@ -24,6 +24,7 @@ from reslab.data import AugmentConfig, BatchLoader, Dataset
 from reslab.errors import ConfigError, Interrupted, TrainingError
 from reslab.paths import printable
 from reslab.runtime.checkpoint import load_checkpoint
+from reslab.runtime.checkpoint_meta import run_metadata
 from reslab.runtime.device import autocast, configure, resolve_device, resolve_precision
 from reslab.runtime.evaluate import EvalResult, evaluate
 from reslab.training import distributed
@@ -35,7 +36,6 @@ from reslab.training.whitening import setup_whitening
 from reslab.training.writer import RunWriter
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = "reslab-checkpoint/1"
 EpochHook = Callable[[dict[str, Any], nn.Module], None]
 # (state, the step's mean loss, images it classified right, images in it)
 StepHook = Callable[[TrainState, float, int, int], None]
@@ -175,7 +175,8 @@ def fit(
     writer = RunWriter(run_dir or default_run_dir(config), active=world.is_main)
     progress = Progress(enabled=world.is_main and not config.quiet, epochs=epochs,
                         steps_per_epoch=steps_per_epoch)
-    classes, meta = list(data.classes), run_metadata(model, config, data)
+    classes = list(data.classes)
+    meta = run_metadata(model, config, data, input_shape(data, config))
     title = f"{config.model} on {data.name}"
     finished = False
     try:
@@ -368,28 +369,6 @@ def default_run_dir(config: TrainConfig) -> Path:
     if config.out:
         return Path(config.out).expanduser()
     return Path("runs") / f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def run_metadata(model: nn.Module, config: TrainConfig, data: Dataset) -> dict[str, Any]:
-    """What every checkpoint of the run says about its model and data."""
-    spec = getattr(model, "spec", None)
-    channels = data.image_shape[0]
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": config.model,
-        "spec": spec.to_dict() if spec is not None else None,
-        "num_classes": len(data.classes),
-        "in_channels": channels,
-        "classes": list(data.classes),
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "input_size": list(input_shape(data, config)),
-        "data": data.name,
-        "data_identity": data.identity,
-        "tta_flip": config.tta_flip,
-        "tta_shift": config.tta_shift,
-        "config": config.to_dict(),
-    }
 
 
 def start_line(state: TrainState, data: Dataset, config: TrainConfig, path: Path,

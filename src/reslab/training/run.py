@@ -13,10 +13,10 @@ from torch import nn
 
 from reslab.data import Dataset, load_dataset
 from reslab.errors import ConfigError, WeightsError
-from reslab.models import create_model, read_metadata
-from reslab.models.weights import read_state_dict
+from reslab.models import create_model
 from reslab.paths import expand, printable
-from reslab.runtime.checkpoint import blueprint
+from reslab.runtime.checkpoint import Checkpoint, blueprint, load_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.tables import count
 from reslab.training.config import TrainConfig, preset, preset_notes
 from reslab.training.finetune import classifier, freeze, start_from_weights
@@ -94,7 +94,8 @@ def check_before_data(config: TrainConfig) -> None:
 
 def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
     run = _run_of(path)
-    meta = read_metadata(run.last)
+    checkpoint = load_checkpoint(run.last)  # read once, checked before the data's minutes
+    meta = checkpoint.meta
     saved = _saved_config(meta, run.last)
     saved.replace(**options)  # an unknown option is refused here, with a suggestion
     refused = [f"{k} (saved {getattr(saved, k)!r}, given {v!r})" for k, v in options.items()
@@ -105,12 +106,12 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
                           f"{run.last} keeps the weights)")
     config = saved.replace(**options)
     _check_length(config, meta, run)
-    _check_identity(meta.get("data_identity"), run.last)  # before the data's minutes
+    _check_identity(meta.data_identity, run.last)  # before the data's minutes
     data = _load_data(config)
     if config.init_from is not None:  # the run was normalised as the weights were
-        data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-    _check_same_data(meta.get("data_identity"), data.identity, run.path)
-    model = _model_of(meta, run.last)
+        data = dataclasses.replace(data, mean=meta.mean, std=meta.std)
+    _check_same_data(meta.data_identity, data.identity, run.path)
+    model = _model_of(checkpoint, run.last)
     notes = _freeze(model, config)
     return fit(model, data, config, run_dir=run.path, resume=True, on_epoch_end=on_epoch_end,
                head=classifier(model), notes=notes)
@@ -130,8 +131,8 @@ def _run_of(path: Path) -> RunDir:
     return run
 
 
-def _saved_config(meta: dict[str, Any], path: Path) -> TrainConfig:
-    saved = meta.get("config")
+def _saved_config(meta: CheckpointMeta, path: Path) -> TrainConfig:
+    saved = meta.config
     if not isinstance(saved, dict):
         raise WeightsError(f"{path} holds no run config, so it cannot be resumed; start a new "
                            f"run from its weights with --init-from {path}")
@@ -150,13 +151,11 @@ def _as_saved(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _check_length(config: TrainConfig, meta: dict[str, Any], run: RunDir) -> None:
+def _check_length(config: TrainConfig, meta: CheckpointMeta, run: RunDir) -> None:
     """Refuse a length that leaves nothing to train, before any file of the run is touched:
     shorter than what is done, or no longer than a run that finished (results.json written;
     without it the run ends its last epoch or its test now)."""
-    done, steps = meta.get("epoch", 0), meta.get("step", 0)
-    if not isinstance(done, int) or not isinstance(steps, int):
-        return  # a damaged header: the checkpoint's own checks name it
+    done, steps = meta.epoch or 0, meta.step or 0
     if config.epochs < done:
         raise ConfigError(f"--epochs {config.epochs} is fewer than the {count(done, 'epoch')} "
                           f"{printable(run.last)} has already trained; a run can be extended, "
@@ -211,10 +210,10 @@ def _check_same_data(saved: dict[str, Any] | None, now: dict[str, Any], run: Pat
                           "keeps the weights)")
 
 
-def _model_of(meta: dict[str, Any], path: Path) -> nn.Module:
+def _model_of(checkpoint: Checkpoint, path: Path) -> nn.Module:
     """The architecture the run trains (a grown spec included), from its checkpoint, checked
     and bounded as every checkpoint is (``blueprint``) before anything is built."""
-    return blueprint(path, meta, read_state_dict(path)).build()
+    return blueprint(path, checkpoint.meta, checkpoint.weights).build()
 
 
 def _load_data(config: TrainConfig) -> Dataset:

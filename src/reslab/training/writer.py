@@ -13,6 +13,7 @@ from typing import Any
 from reslab.errors import ConfigError, TrainingError
 from reslab.paths import check_run_folder
 from reslab.runtime.checkpoint import save_checkpoint
+from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.training.plots import plot_confusion, plot_curves
 from reslab.training.rundir import RunDir
 from reslab.training.state import TrainState
@@ -53,21 +54,21 @@ class RunWriter:
     def close(self) -> None:
         self.run.unlock()
 
-    def checkpoint(self, state: TrainState, meta: dict[str, Any]) -> None:
+    def checkpoint(self, state: TrainState, meta: CheckpointMeta) -> None:
         """The resumable ``last`` checkpoint, with the counters as they stand."""
         if self.active:
             _write(self.run.last, lambda: save_checkpoint(
-                self.run.last, state.model.state_dict(), meta | _progress(state),
+                self.run.last, state.model.state_dict(), _progress(meta, state),
                 state.state_dict()))
 
-    def epoch_end(self, state: TrainState, meta: dict[str, Any], *, best: bool,
+    def epoch_end(self, state: TrainState, meta: CheckpointMeta, *, best: bool,
                   title: str) -> None:
         if not self.active:
             return
         history = state.counters.history
         if best:
             _write(self.run.best, lambda: save_checkpoint(
-                self.run.best, state.evaluated.state_dict(), meta | _progress(state)))
+                self.run.best, state.evaluated.state_dict(), _progress(meta, state)))
         self.checkpoint(state, meta)
         _write(self.run.metrics, lambda: self.run.write_metrics(history))
         _write(self.run.curves, lambda: plot_curves(history, self.run.curves, title))
@@ -95,10 +96,11 @@ class RunWriter:
         writer.flush()
 
 
-def _progress(state: TrainState) -> dict[str, Any]:
+def _progress(meta: CheckpointMeta, state: TrainState) -> CheckpointMeta:
+    """The run's metadata with its counters as they stand."""
     history = state.counters.history
-    return {"epoch": state.counters.epoch, "step": state.counters.step,
-            "metrics": history[-1] if history else {}}
+    return meta.replace(epoch=state.counters.epoch, step=state.counters.step,
+                        metrics=history[-1] if history else {})
 
 
 def _write(path: Path, write) -> None:
