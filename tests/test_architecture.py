@@ -188,3 +188,11 @@ def test_only_training_experiments_and_the_cli_import_training():
     assert [_where(source, target) for source in sorted(GRAPH) for target in GRAPH[source]
             if _layer(target) == _layer("reslab.training")
             and not any(source == m or source.startswith(m + ".") for m in RUNS_TRAINING)] == []
+
+
+def test_fit_reads_on_one_screen():
+    # fit says the order of a run (set up, epochs, test); each job lives where it belongs
+    tree = ast.parse(MODULES["reslab.training.loop"].read_text())
+    fit = next(node for node in tree.body
+               if isinstance(node, ast.FunctionDef) and node.name == "fit")
+    assert fit.end_lineno - fit.lineno + 1 <= 60

@@ -35,7 +35,6 @@ from reslab.runtime.checkpoint import load_checkpoint
 from reslab.runtime.device import resolve_device
 from reslab.runtime.run_folder import RunFolder
 from reslab.training import FitResult, fit
-from reslab.training.loop import input_shape
 
 log = logging.getLogger(__name__)
 MEASURED = "measured.json"
@@ -84,7 +83,7 @@ def _check_plan(runs: list[PlannedRun], data: Dataset) -> None:
                 model = run.model({})
         except LookupError:  # built from another run's weights: as large as that run's
             continue
-        shape = input_shape(data, run.config)
+        shape = data.input_shape(run.config.resize)
         memory.require(memory.training_bytes(model, shape, run.config.batch_size),
                        f"run {run.key} ({run.label} at {'x'.join(map(str, shape))}, batch "
                        f"{run.config.batch_size})", "lower the depths, widths or batch_size "
