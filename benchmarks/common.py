@@ -17,8 +17,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    from reslab.training.rundir import machine as describe
-    from reslab.training.rundir import versions
+    from reslab.runtime.host import machine as describe
+    from reslab.runtime.host import versions
 
     return describe() | versions() | {"threads": torch.get_num_threads(),
                                       "cpu_capability": torch.backends.cpu.get_cpu_capability()}

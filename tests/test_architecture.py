@@ -196,3 +196,11 @@ def test_the_spec_is_plain_data():
     spec = "reslab.models.spec"
     assert [_where(spec, t) for t in sorted(GRAPH[spec])
             if t.startswith("reslab.models.") and t != "reslab.models.choices"] == []
+
+
+def test_fit_reads_on_one_screen():
+    # fit says the order of a run (set up, epochs, test); each job lives where it belongs
+    tree = ast.parse(MODULES["reslab.training.loop"].read_text())
+    fit = next(node for node in tree.body
+               if isinstance(node, ast.FunctionDef) and node.name == "fit")
+    assert fit.end_lineno - fit.lineno + 1 <= 60

@@ -12,7 +12,7 @@ from PIL import Image
 
 import reslab.training.listing as LISTING
 from reslab.cli import main
-from reslab.training.rundir import RunDir
+from reslab.runtime.run_folder import RunFolder
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -62,7 +62,7 @@ def runs(trained, tmp_path):
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"architecture": "resnet18"}))
     (model / "model.safetensors").write_bytes(b"")
-    lock = RunDir(running).lock()  # as a training process holds it
+    lock = RunFolder(running).lock()  # as a training process holds it
     yield folder
     lock.unlock()
 
@@ -213,7 +213,7 @@ def test_export_folder_refuses_the_onnx_only_options(trained, tmp_path, options,
 
 
 def test_config_json_keeps_the_start_time_when_a_run_is_extended(tmp_path):
-    run = RunDir(tmp_path / "run")
+    run = RunFolder(tmp_path / "run")
     run.path.mkdir()
     run.write_config({"epochs": 2})
     started = json.loads(run.config.read_text())["started"]

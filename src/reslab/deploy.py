@@ -30,6 +30,7 @@ from reslab.paths import (
 from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
 from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.evaluate import EvalResult, evaluate, predict_proba
+from reslab.runtime.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,13 @@ def _trained_on(checkpoint: str | os.PathLike, meta: CheckpointMeta,
 def _run_config(checkpoint: Path) -> dict[str, Any]:
     """The training config of the run whose checkpoints/ folder holds ``checkpoint`` (or of
     the run directory ``checkpoint``), from its config.json; {} where there is none."""
-    run = checkpoint if (checkpoint / "checkpoints").is_dir() else checkpoint.parent.parent
-    config = run / "config.json"
-    if run == checkpoint.parent.parent and checkpoint.parent.name != "checkpoints":
-        return {}
+    run = RunFolder(checkpoint)
+    if not run.checkpoints.is_dir():
+        run = RunFolder.holding(checkpoint)
+        if run is None:
+            return {}
     try:  # a config.json is a few kB; anything else put in its place is not read
-        found = json.loads(read_own_file(config, "config.json", 1 << 20))["config"]
+        found = json.loads(read_own_file(run.config, run.CONFIG, 1 << 20))["config"]
     except (OSError, ValueError, LookupError, TypeError, ConfigError):
         return {}
     return found if isinstance(found, dict) else {}

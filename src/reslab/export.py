@@ -16,10 +16,11 @@ from torch import nn
 
 from reslab.errors import ConfigError, MissingDependencyError, WeightsError
 from reslab.io import atomic_write_bytes
-from reslab.paths import check_output, printable, run_files
+from reslab.paths import check_output, printable
 from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
 from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.evaluate import predict_proba
+from reslab.runtime.run_folder import run_files
 
 MIN_OPSET, MAX_OPSET = 9, 20  # the exporter's range (dynamo=False)
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from reslab.errors import ConfigError, ReslabError
 from reslab.models import ResNet, grow
-from reslab.paths import check_output, printable, run_files
+from reslab.paths import check_output, printable
 from reslab.runtime.checkpoint import (
     check_spec_parameters,
     open_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
+from reslab.runtime.run_folder import run_files
 
 
 def _check_grown_fits(spec, stage: int, blocks: int, source: Path) -> None:

@@ -27,6 +27,7 @@ from reslab.models.zoo import SPECS
 from reslab.paths import is_folder, printable
 from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.model_folder import MAX_CONFIG_BYTES, TIMM_NAMES, WEIGHT_FILES
+from reslab.runtime.run_folder import RunFolder, run_files
 
 FORMAT = "reslab-model-folder/1"  # the top-level "reslab" entry, which timm ignores
 # what the spec may differ in from the zoo's and still be the same timm architecture
@@ -132,7 +133,7 @@ def export_folder(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict
 
     from reslab import __version__
     from reslab.io import atomic_folder
-    from reslab.paths import check_output, expand, run_files
+    from reslab.paths import check_output, expand
     from reslab.runtime.checkpoint import model_from_checkpoint, resolve_checkpoint
 
     source = resolve_checkpoint(checkpoint)
@@ -171,10 +172,10 @@ OUR_FILES = ("config.json", "model.safetensors", "README.md")
 
 def _test_result(source: Path, meta: CheckpointMeta) -> dict[str, Any] | None:
     """The run's test result when it is of these weights (results.json names their epoch)."""
-    results = source.parent.parent / "results.json"
-    if source.parent.name != "checkpoints" or not results.is_file() \
-            or results.stat().st_size > MAX_CONFIG_BYTES:
+    run = RunFolder.holding(source)
+    if run is None or not run.results.is_file() or run.results.stat().st_size > MAX_CONFIG_BYTES:
         return None
+    results = run.results
     try:
         found = json.loads(results.read_text())
         if found.get("best_epoch") != meta.epoch:

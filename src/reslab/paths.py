@@ -4,7 +4,6 @@ and names printed with their control characters escaped so that no file can forg
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import tempfile
@@ -89,55 +88,6 @@ def check_output(path: str | os.PathLike, option: str, *, suffix: str | None = N
     return out
 
 
-def check_run_folder(path: str | os.PathLike, option: str,
-                     inputs: Iterable[str | os.PathLike]) -> Path:
-    """A folder an option asks to fill with a run: new, empty, or one of reslab's own runs
-    (which the run's lock then guards); refused when it holds anything else (a model folder's
-    config.json, a project's checkpoints/), is a file, is one of ``inputs`` or inside one (a
-    run in an image folder's class folder would become training images)."""
-    out = expand(path, option)
-    for given in inputs:
-        source = _expanded(given)
-        if _same(out, source) or (is_folder(source) and _inside(out / "x", source)):
-            raise ConfigError(f"{option} {printable(out)} is inside {printable(source)}, an "
-                              "input of this run: choose a folder elsewhere")
-    if os.path.lexists(out) and not is_folder(out):
-        raise ConfigError(f"{option} {printable(out)} is a file, not a folder: choose another "
-                          f"{option}")
-    if is_folder(out):
-        entries = sorted({p.name for p in out.iterdir()} - {".lock"})
-        if entries and not is_reslab_run(out):
-            shown = ", ".join(printable(e) for e in entries[:3]) + (", ..." if len(entries) > 3
-                                                                     else "")
-            raise ConfigError(f"{option} {printable(out)} holds files reslab did not write "
-                              f"({shown}) and no reslab run: choose a new or empty folder")
-    return out
-
-
-RUN_FORMAT = "reslab-run/1"  # the "format" of a run folder's config.json: reslab made it
-_RUN_CONFIG_LIMIT = 1 << 20  # bytes: a run's config.json is a page
-
-
-def is_reslab_run(folder: Path) -> bool:
-    """Whether ``folder`` is a run reslab made: its config.json (a regular file, not a link)
-    is reslab's own, with the format marker or, for runs from before the marker, the record's
-    three sections (config, versions with reslab's, machine)."""
-    path = folder / "config.json"
-    try:
-        if path.is_symlink():
-            return False
-        record = json.loads(read_own_file(path, "config.json", _RUN_CONFIG_LIMIT))
-    except (OSError, ValueError, RecursionError, ConfigError):
-        return False
-    if not isinstance(record, dict):
-        return False
-    if record.get("format") == RUN_FORMAT:
-        return True
-    versions = record.get("versions")
-    return (isinstance(record.get("config"), dict) and isinstance(versions, dict)
-            and "reslab" in versions and isinstance(record.get("machine"), dict))
-
-
 def check_folder(folder: Path, option: str, shown: str) -> None:
     """The folder an output goes into can be made (the writer creates what is missing) and
     written: a file can be created in its nearest existing ancestor (tried, as permissions
@@ -186,16 +136,6 @@ def read_own_file(path: str | os.PathLike, what: str, limit: int = 64 << 20) -> 
                           "reslab writes; the file was replaced: remove it, or choose another "
                           "folder")
     return data.decode("utf-8", errors="replace")
-
-
-def run_files(checkpoint: str | os.PathLike) -> list[Path]:
-    """What an output must not replace when a command reads ``checkpoint``: the file itself
-    and, when it sits in a run's ``checkpoints/`` folder, everything of that run."""
-    checkpoint = Path(checkpoint)
-    run = checkpoint.parent.parent
-    if checkpoint.parent.name != "checkpoints" or not (run / "config.json").is_file():
-        return [checkpoint]
-    return [checkpoint, *run.iterdir()]
 
 
 def _expanded(path: str | os.PathLike) -> Path:

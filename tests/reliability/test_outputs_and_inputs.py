@@ -145,7 +145,7 @@ def test_train_out_takes_over_no_folder_reslab_did_not_make(config, pets, tmp_pa
 
 
 def test_a_run_folder_says_reslab_made_it(pets, tmp_path):
-    from reslab.paths import RUN_FORMAT, is_reslab_run
+    from reslab.runtime.run_folder import RUN_FORMAT, is_reslab_run
 
     out = tmp_path / "run"
     code, _, err = cli("train", "--data", f"folder:{pets}", "--out", out, "--max-steps", "1",

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from reslab.paths import read_own_file
-from reslab.training.rundir import RunDir
+from reslab.runtime.run_folder import RunFolder
 
 from .test_outputs_and_inputs import refused as _refused
 from .test_outputs_and_inputs import snapshot
@@ -75,7 +75,7 @@ def test_a_lock_planted_as_a_link_is_not_followed(target, tmp_path):
     from reslab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="symbolic link"):
-        RunDir(run).lock()
+        RunFolder(run).lock()
     assert snapshot(tmp_path) == before
     assert victim.exists() == (target == "existing")
 
@@ -87,7 +87,7 @@ def test_a_lock_that_is_a_fifo_is_refused(tmp_path):
     from reslab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not a regular file"):
-        RunDir(run).lock()
+        RunFolder(run).lock()
 
 
 def test_train_into_a_folder_with_a_planted_lock_link_is_one_line(tmp_path, image_folder):

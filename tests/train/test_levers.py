@@ -177,7 +177,7 @@ def test_lookahead_values_are_checked():
 
 
 def test_progressive_resizing_grows_the_side_to_full_by_half_way():
-    from reslab.training.loop import progressive_side
+    from reslab.data.augment import progressive_side
 
     assert [progressive_side(20, 28, e, 4) for e in range(4)] == [20, 24, 28, 28]
     assert [progressive_side(16, 28, e, 3) for e in range(3)] == [16, 24, 28]

@@ -84,9 +84,9 @@ def _print_listing(listing, limit: int) -> None:
 
 def _compare(ns: Namespace) -> int:
     from reslab.paths import check_output
+    from reslab.runtime.run_folder import RunFolder
     from reslab.training.listing import Damaged, read_history
     from reslab.training.plots import plot_comparison
-    from reslab.training.rundir import RunDir
 
     folders = list(dict.fromkeys(_run_folder(name, ns.folder) for name in ns.compare))
     if len(folders) > MAX_COMPARED:
@@ -97,7 +97,7 @@ def _compare(ns: Namespace) -> int:
     histories = {}
     for folder in folders:
         try:
-            history = read_history(RunDir(folder))
+            history = read_history(RunFolder(folder))
         except Damaged as problem:
             raise ConfigError(f"run {printable(folder)} is damaged: {printable(problem)}; "
                               "leave it out of --compare") from None

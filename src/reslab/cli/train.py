@@ -127,8 +127,9 @@ def raise_config_error(message: str):
 
 def run_eval(ns: Namespace) -> int:
     from reslab.deploy import evaluate_checkpoint
-    from reslab.paths import check_output, printable, run_files
+    from reslab.paths import check_output, printable
     from reslab.runtime.checkpoint import resolve_checkpoint
+    from reslab.runtime.run_folder import run_files
     from reslab.training.plots import plot_confusion
 
     checkpoint = resolve_checkpoint(ns.checkpoint)

@@ -174,3 +174,14 @@ class BatchTransform:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+def progressive_side(start: int, full: int, epoch: int, epochs: int) -> int:
+    """The side epoch ``epoch`` (from 0) of ``epochs`` trains at: ``start`` first, growing
+    linearly to ``full`` by half-way, in steps of 2 pixels (even sides keep the maps of
+    stride-2 stages aligned)."""
+    halfway = epochs / 2
+    if epoch >= halfway:
+        return full
+    side = start + (full - start) * epoch / halfway
+    return min(full, 2 * round(side / 2))

@@ -72,6 +72,12 @@ class Dataset:
         """``(C, H, W)`` as stored (before any loader resize)."""
         return self.train.image_shape
 
+    def input_shape(self, resize: int | None) -> tuple[int, int, int]:
+        """``(C, H, W)`` of what a model sees: the images, resized to ``resize`` square if a
+        run resizes (``TrainConfig.resize``)."""
+        channels, height, width = self.image_shape
+        return (channels, resize, resize) if resize else (channels, height, width)
+
     @functools.cached_property
     def identity(self) -> dict[str, Any]:
         """What a resumed run checks is still the data it trained on (hashed once)."""

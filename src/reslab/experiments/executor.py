@@ -32,9 +32,8 @@ from reslab.io import atomic_write_text
 from reslab.paths import read_own_file
 from reslab.runtime.checkpoint import load_checkpoint, read_checkpoint_meta
 from reslab.runtime.device import resolve_device
+from reslab.runtime.run_folder import RunFolder
 from reslab.training import FitResult, fit
-from reslab.training.loop import input_shape
-from reslab.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
 MEASURED = "measured.json"
@@ -83,7 +82,7 @@ def _check_plan(runs: list[PlannedRun], data: Dataset) -> None:
                 model = run.model({})
         except LookupError:  # built from another run's weights: as large as that run's
             continue
-        shape = input_shape(data, run.config)
+        shape = data.input_shape(run.config.resize)
         memory.require(memory.training_bytes(model, shape, run.config.batch_size),
                        f"run {run.key} ({run.label} at {'x'.join(map(str, shape))}, batch "
                        f"{run.config.batch_size})", "lower the depths, widths or batch_size "
@@ -95,7 +94,7 @@ def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResu
     """Train one planned run through the normal engine into ``out/runs/KEY``. A run an earlier
     attempt finished is read back (its model gets the chosen weights), one it left half done is
     resumed from its last checkpoint with its probe's rows up to that checkpoint."""
-    run_dir = RunDir(out / "runs" / run.key)
+    run_dir = RunFolder(out / "runs" / run.key)
     config = run.config.replace(model=run.label, out=str(run_dir.path))
     probes = ProbeLog(out / "probes" / f"{run.key}.jsonl", run.probe)
     model = run.model(done)
@@ -118,7 +117,7 @@ def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResu
     return RunResult(run, result, probes.rows)
 
 
-def _read_back(model: nn.Module, run: RunDir) -> FitResult:
+def _read_back(model: nn.Module, run: RunFolder) -> FitResult:
     model.load_state_dict(load_checkpoint(run.best).weights)
     history = [json.loads(line) for line in read_own_file(run.metrics, "a run's metrics")
                .splitlines()]

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from reslab.io import atomic_write_text
+from reslab.runtime.host import machine, versions
 from reslab.tables import count  # here too, for the experiments' reports
 from reslab.training.plots import literal, save_figure  # literal: every text from outside
-from reslab.training.rundir import machine, versions
 
 __all__ = ["count", "literal", "markdown_table", "mean_std", "new_figure", "noise", "percent",
            "percent_pm", "save_figure", "spread", "write_report"]

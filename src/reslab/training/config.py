@@ -470,7 +470,7 @@ def _is_num(v: Any) -> bool:
 
 def _check_out(cfg: TrainConfig) -> None:
     """The run's folder is none of its inputs, nor inside one."""
-    from reslab.paths import check_run_folder
+    from reslab.runtime.run_folder import check_run_folder
 
     if cfg.out is not None:
         inputs = [str(cfg.data).removeprefix("folder:"), cfg.data_dir, *_weights_inputs(cfg)]

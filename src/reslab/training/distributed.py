@@ -7,13 +7,16 @@ as one process), and only rank 0 writes files and logs.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, TrainingError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,13 @@ def replicas_agree(model: torch.nn.Module, world: Dist) -> bool:
     gathered: list[str | None] = [None] * world.world_size
     dist.all_gather_object(gathered, mine)
     return all(h == mine for h in gathered)
+
+
+def check_replicas(model: torch.nn.Module, world: Dist, when: str) -> None:
+    """Refuse (TrainingError) to go on when the ranks hold different weights ``when``."""
+    if not world.enabled:
+        return
+    if not replicas_agree(model, world):
+        raise TrainingError(f"the {world.world_size} processes hold different weights {when}")
+    if world.is_main:
+        log.info("weights identical on all %d ranks %s", world.world_size, when)

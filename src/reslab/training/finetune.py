@@ -174,10 +174,19 @@ def freeze(model: nn.Module, names: tuple[str, ...], until: str | None) -> tuple
             for p in module.parameters():
                 p.requires_grad_(False)
             for m in module.modules():
-                m.reslab_frozen = True  # read by the loop: BN statistics stay as they are
+                m.reslab_frozen = True  # read by train_mode: BN statistics stay as they are
     return tuple(n for n in order if n in chosen)
 
 
 def classifier(model: nn.Module) -> nn.Module | None:
     get = getattr(model, "get_classifier", None)
     return get() if get is not None else None
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()`` for an epoch, but frozen parts (``freeze``) keep their BN statistics:
+    they stay in eval mode."""
+    model.train()
+    for module in model.modules():
+        if getattr(module, "reslab_frozen", False):
+            module.eval()

@@ -17,7 +17,7 @@ from typing import Any
 
 from reslab.errors import ConfigError
 from reslab.paths import expand, is_folder, printable, read_own_file
-from reslab.training.rundir import MAX_SMALL_FILE, RunDir
+from reslab.runtime.run_folder import MAX_SMALL_FILE, RunFolder
 
 MAX_RUNS = 500  # folders read by default; the rest are counted, not opened
 
@@ -60,7 +60,7 @@ class Listing:
 def is_run(path: Path) -> bool:
     """A folder reslab trained in: a checkpoints/ folder, or a config.json that is reslab's
     (``{"config": {...}}``, not a model folder's) or unreadable beside its other files."""
-    run = RunDir(path)
+    run = RunFolder(path)
     try:
         if is_folder(run.checkpoints):
             return True
@@ -69,7 +69,7 @@ def is_run(path: Path) -> bool:
         try:
             return isinstance(_json(run.config).get("config"), dict)
         except Damaged:
-            return any(p.exists() for p in (run.metrics, run.results, run.path / ".lock"))
+            return any(p.exists() for p in (run.metrics, run.results, run.lock_path))
     except OSError:  # a folder this user may not look into
         return False
 
@@ -102,7 +102,7 @@ def list_runs(folder: str | os.PathLike, limit: int = MAX_RUNS) -> Listing:
 
 
 def read_run(path: Path) -> RunInfo:
-    run = RunDir(path)
+    run = RunFolder(path)
     info = RunInfo(name=path.name, path=str(path), state="interrupted")
     try:
         record = _json(run.config) if os.path.lexists(run.config) else {}
@@ -136,7 +136,7 @@ def read_run(path: Path) -> RunInfo:
     return info
 
 
-def read_history(run: RunDir) -> list[dict[str, Any]]:
+def read_history(run: RunFolder) -> list[dict[str, Any]]:
     """metrics.jsonl's rows, one per finished epoch ([] before the first)."""
     if not os.path.lexists(run.metrics):
         return []
@@ -174,7 +174,7 @@ def _json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _changed_at(run: RunDir) -> str | None:
+def _changed_at(run: RunFolder) -> str | None:
     """For a run from before config.json had ``started``: when its config.json changed."""
     try:
         when = (run.config if run.config.exists() else run.path).stat().st_mtime

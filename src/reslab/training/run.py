@@ -17,11 +17,11 @@ from reslab.models import create_model
 from reslab.paths import expand, printable
 from reslab.runtime.checkpoint import Checkpoint, blueprint, load_checkpoint
 from reslab.runtime.checkpoint_meta import CheckpointMeta
+from reslab.runtime.run_folder import RunFolder
 from reslab.tables import count
 from reslab.training.config import TrainConfig, preset, preset_notes
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
-from reslab.training.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,10 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
                head=classifier(model), notes=notes)
 
 
-def _run_of(path: Path) -> RunDir:
+def _run_of(path: Path) -> RunFolder:
     """The run a --resume path names: its directory, or any checkpoint inside it."""
-    if path.is_file() and path.parent.name == "checkpoints":
-        path = path.parent.parent
-    run = RunDir(path)
-    if not path.is_dir():
+    run = (RunFolder.holding(path) if path.is_file() else None) or RunFolder(path)
+    if not run.path.is_dir():
         raise ConfigError(f"--resume {path}: no such run directory")
     if not run.last.is_file():
         raise ConfigError(f"nothing to resume in {run.path}: it has no checkpoints/"
@@ -151,7 +149,7 @@ def _as_saved(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _check_length(config: TrainConfig, meta: CheckpointMeta, run: RunDir) -> None:
+def _check_length(config: TrainConfig, meta: CheckpointMeta, run: RunFolder) -> None:
     """Refuse a length that leaves nothing to train, before any file of the run is touched:
     shorter than what is done, or no longer than a run that finished (results.json written;
     without it the run ends its last epoch or its test now)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from reslab.errors import WeightsError
 from reslab.paths import printable
+from reslab.runtime.run_folder import RunFolder
 from reslab.training.config import TrainConfig
 from reslab.training.lookahead import Lookahead
 from reslab.training.optim import (
@@ -196,7 +196,8 @@ class TrainState:
         (no jump, so a resumed run stays bitwise the run it was): said out loud, with the way
         to a fresh cycle, as the added steps will hardly move the weights."""
         lr = self.config.lr
-        run = Path(source).parent.parent if Path(source).parent.name == "checkpoints" else source
+        held = RunFolder.holding(source)
+        run = held.path if held is not None else source
         return (f"extension: the {self.config.schedule} schedule ended with the run, so the "
                 f"added steps train at lr {lr * plan['start_fraction']:.2g} falling to "
                 f"{lr * plan['final_fraction']:.2g}; for a fresh cycle start a new run from "

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from reslab.errors import ConfigError, TrainingError
-from reslab.paths import check_run_folder
 from reslab.runtime.checkpoint import save_checkpoint
 from reslab.runtime.checkpoint_meta import CheckpointMeta
+from reslab.runtime.run_folder import RunFolder, check_run_folder
 from reslab.training.plots import plot_confusion, plot_curves
-from reslab.training.rundir import RunDir
 from reslab.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -23,8 +22,9 @@ log = logging.getLogger(__name__)
 
 class RunWriter:
     def __init__(self, path: str | Path, *, active: bool = True):
-        self.run = RunDir(path)
+        self.run = RunFolder(path)
         self.active = active
+        self._tensorboard_writer = None  # opened at the first epoch's end
 
     @property
     def path(self) -> Path:
@@ -52,6 +52,9 @@ class RunWriter:
             _write(self.run.config, lambda: self.run.write_config(config))
 
     def close(self) -> None:
+        if self._tensorboard_writer is not None:
+            self._tensorboard_writer.close()
+            self._tensorboard_writer = None
         self.run.unlock()
 
     def checkpoint(self, state: TrainState, meta: CheckpointMeta) -> None:
@@ -86,10 +89,14 @@ class RunWriter:
                                                               self.run.confusion, title))
 
     def _tensorboard(self, row: dict[str, Any]) -> None:
-        try:
-            writer = self.run.tensorboard()
-        except ImportError:  # tensorboard is optional
-            return
+        if self._tensorboard_writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tensorboard_writer = SummaryWriter(str(self.run.tensorboard))
+            except ImportError:  # tensorboard is optional
+                return
+        writer = self._tensorboard_writer
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
             if row[key] is not None:
                 writer.add_scalar(key, row[key], row["step"])
