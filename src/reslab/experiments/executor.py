@@ -33,6 +33,7 @@ from reslab.models import read_metadata
 from reslab.paths import read_own_file
 from reslab.runtime.checkpoint import load_checkpoint
 from reslab.runtime.device import resolve_device
+from reslab.settings import problems
 from reslab.training import FitResult, fit
 from reslab.training.loop import input_shape
 from reslab.training.rundir import RunDir
@@ -75,6 +76,8 @@ def _check_plan(runs: list[PlannedRun], data: Dataset) -> None:
     if len(set(keys)) != len(keys):
         raise ConfigError(f"an experiment's plan names a run twice: {sorted(keys)}")
     for run in runs:
+        if found := problems(run.config):  # the checks fit makes, before any run trains
+            raise ConfigError(found[0])
         if run.config.batch_size > len(data.train):
             raise ConfigError(f"setting batch_size {run.config.batch_size} is larger than the "
                               f"{len(data.train):,} training images: lower it")

@@ -27,7 +27,7 @@ from reslab.runtime.checkpoint import load_checkpoint
 from reslab.runtime.device import autocast, configure, resolve_device, resolve_precision
 from reslab.runtime.evaluate import EvalResult, evaluate
 from reslab.training import distributed
-from reslab.training.config import TrainConfig
+from reslab.training.config import TrainConfig, checked
 from reslab.training.interrupt import StopRequest
 from reslab.training.progress import Progress
 from reslab.training.state import TrainState
@@ -144,7 +144,7 @@ def fit(
     ``head``: the classifier, for ``backbone_lr_scale``. ``notes``: lines for the start of the
     progress output (what was loaded or adapted).
     """
-    config.validate()
+    config = checked(config)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     configure(config.threads, config.deterministic)
