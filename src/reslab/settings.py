@@ -76,7 +76,8 @@ def from_text(text: str, hint: Any) -> Any:
 
 
 def _list_from_text(text: str, item: Any) -> tuple:
-    wrong = ValueError(f"not a list of {_plural(_describe(item, {}))}: {text!r} (write a,b,c)")
+    items = {int: "integers", float: "numbers", bool: "true or false values"}.get(item, "names")
+    wrong = ValueError(f"not a list of {items}: {text!r} (write a,b,c)")
     text = text.strip()
     if text.startswith("["):
         try:
