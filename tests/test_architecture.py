@@ -18,6 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first: a module may import its own layer and those before it, never one after
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("reslab", "reslab.errors", "reslab.io", "reslab.paths", "reslab.limits",
+              "reslab.settings",
               "reslab.tables", "reslab.memory", "reslab.zoo_figures",
               "reslab.zoo_figures_table")),
     ("models", ("reslab.models",)),

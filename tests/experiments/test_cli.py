@@ -124,8 +124,8 @@ def test_experiment_nested_quick_from_the_command_line(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(("setting", "expected"), [
-    ("epochs=abc", "setting epochs must be an integer >= 1, got 'abc'"),
-    ("batch_size=0", "setting batch_size must be an integer >= 1, got 0"),
+    ("epochs=abc", "setting epochs must be a positive integer, got 'abc'"),
+    ("batch_size=0", "setting batch_size must be a positive integer, got 0"),
     ("stage=9", "setting stage must be an integer from 1 to 3, got 9"),
     ("seeds=0,-1", "setting seeds must be a non-empty list of integers >= 0, got (0, -1)"),
     ("quiet=maybe", "setting quiet must be true or false, got 'maybe'"),

@@ -45,15 +45,15 @@ def test_modes_then_overrides():
 @pytest.mark.parametrize(("values", "message"), [
     (dict(depth="111"), "setting depth must be an integer from 8 to 110, got 111"),
     (dict(depth=True), "setting depth must be an integer from 8 to 110, got True"),
-    (dict(rate="1.5"), "setting rate must be a number >= 0.0 up to 1.0, got 1.5"),
-    (dict(rate="nan"), "setting rate must be a number >= 0.0 up to 1.0, got nan"),
+    (dict(rate="1.5"), "setting rate must be a number in [0.0, 1.0], got 1.5"),
+    (dict(rate="nan"), "setting rate must be a number in [0.0, 1.0], got 'nan'"),
     (dict(seeds="[]"), "setting seeds must be a non-empty list of integers >= 0, got ()"),
     (dict(seeds="[0, 1"), "setting seeds must be a non-empty list of integers >= 0, got "
                           "'[0, 1'"),
     (dict(arms="a,c"), "setting arms must be a non-empty list of names (one of a, b), got "
                        "('a', 'c')"),
     (dict(kind="z"), "setting kind must be one of x, y, got 'z'"),
-    (dict(limit="0"), "setting limit must be an integer >= 1, got 0"),
+    (dict(limit="0"), "setting limit must be a positive integer, got 0"),
     (dict(deep=1), "unknown experiment setting 'deep' (did you mean depth"),
 ])
 def test_a_bad_value_is_refused_in_one_line(values, message):

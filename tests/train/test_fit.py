@@ -111,9 +111,9 @@ def test_a_non_finite_validation_loss_is_said_and_written_as_null(tmp_path, tiny
 
 def test_bad_values_are_refused_before_any_work(tmp_path, tiny_data):
     with pytest.raises(ConfigError, match="epochs must be a positive integer"):
-        TrainConfig(epochs=-1)
+        fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, epochs=-1))
     with pytest.raises(ConfigError, match="lr must be a positive number"):
-        TrainConfig(lr=0)
+        fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, lr=0))
     with pytest.raises(ConfigError, match="batch_size 1000 is larger than the 400"):
         fit(reslab.build(TINY), tiny_data, quick_config(tmp_path, batch_size=1000))
     assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ from reslab.errors import ConfigError
 from reslab.models import ResNetSpec
 from reslab.runtime.evaluate import predict_proba
 from reslab.training import TrainConfig, fit
+from reslab.training.config import checked
 from reslab.training.whitening import first_conv, whiten_first_conv
 
 TINY = ResNetSpec(stem="cifar", stem_width=8, depths=(1, 1), widths=(8, 16), in_channels=1,
@@ -82,7 +83,7 @@ def test_alternating_flips_mirror_each_image_in_exactly_every_other_epoch(tiny_d
 
 def test_alternating_flips_need_flips():
     with pytest.raises(ConfigError, match="alternate_flips needs flip"):
-        TrainConfig(flip=False, alternate_flips=True)
+        checked(TrainConfig(flip=False, alternate_flips=True))
 
 
 def test_tta_shift_averages_the_shifted_views():
@@ -105,8 +106,8 @@ def test_tta_shift_averages_the_shifted_views():
 
 
 def test_tta_shift_is_bounded():
-    with pytest.raises(ConfigError, match="tta_shift must be an integer in 0...4"):
-        TrainConfig(tta_shift=9)
+    with pytest.raises(ConfigError, match="tta_shift must be an integer from 0 to 4"):
+        checked(TrainConfig(tta_shift=9))
 
 
 def test_a_run_with_tta_shift_evaluates_and_exports_its_views(tmp_path, tiny_data):
@@ -171,9 +172,9 @@ def test_a_lookahead_run_resumes_exactly(tmp_path, tiny_data):
 
 def test_lookahead_values_are_checked():
     with pytest.raises(ConfigError, match="lookahead_alpha"):
-        TrainConfig(lookahead_steps=5, lookahead_alpha=0)
+        checked(TrainConfig(lookahead_steps=5, lookahead_alpha=0))
     with pytest.raises(ConfigError, match="lookahead_steps"):
-        TrainConfig(lookahead_steps=-1)
+        checked(TrainConfig(lookahead_steps=-1))
 
 
 def test_progressive_resizing_grows_the_side_to_full_by_half_way():

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-import types
 import typing
 from typing import Any, NoReturn
+
+from reslab.settings import from_text, without_none
 
 # what other tools call an option, for the "did you mean" of an unknown one: spelling alone
 # (difflib) does not lead from --learning-rate to --lr
@@ -61,35 +60,15 @@ class Parser(argparse.ArgumentParser):
         return ""
 
 
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _items(kind: type):
-    """A list option, written ``a,b,c`` or as JSON ``[a, b, c]``."""
-    def parse(text: str) -> tuple:
+def _from_text(hint: Any):
+    """An option's argparse type: its text read as ``settings.from_text`` reads an
+    experiment's ``--set`` (a list ``a,b,c`` or ``[a, b, c]``, finite numbers, ``none``)."""
+    def parse(text: str) -> Any:
         try:
-            values = json.loads(text) if text.strip().startswith("[") else [
-                v for v in text.split(",") if v.strip()]
-            return tuple(kind(v.strip() if isinstance(v, str) else v) for v in values)
-        except (ValueError, TypeError):
-            raise argparse.ArgumentTypeError(
-                f"not a list of {kind.__name__}: {text!r} (write a,b,c)") from None
-    parse.__name__ = f"list of {kind.__name__}"
+            return from_text(text, hint)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return parse
-
-
-def _unwrap_optional(hint: Any) -> Any:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0] if len(args) == 1 else hint
-    return hint
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type, groups: tuple[str, ...],
@@ -105,7 +84,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, groups: tuple
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
-        hint = _unwrap_optional(hints[field.name])
+        hint = hints[field.name]
+        kind = without_none(hint)
         default = field.default if defaults is None else getattr(defaults, field.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = field.metadata["help"] + (
@@ -113,19 +93,17 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, groups: tuple
         flag = "--" + field.name.replace("_", "-")
         options: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS,
                                        help=help_text)
-        if hint is bool:
+        if kind is bool:
             options |= dict(action=argparse.BooleanOptionalAction,
                             help=f"{field.metadata['help']} (default: "
                                  f"{'on' if default else 'off'})")
-        elif typing.get_origin(hint) is typing.Literal:
-            options |= dict(choices=typing.get_args(hint), metavar="{" + ",".join(
-                typing.get_args(hint)) + "}")
-        elif typing.get_origin(hint) is tuple:
-            options |= dict(type=_items(typing.get_args(hint)[0]), metavar="A,B,...")
-        elif hint is float:
-            options |= dict(type=finite_float, metavar="X")
-        elif hint is int:
-            options |= dict(type=int, metavar="N")
+        elif typing.get_origin(kind) is typing.Literal:
+            options |= dict(choices=typing.get_args(kind), metavar="{" + ",".join(
+                typing.get_args(kind)) + "}")
+        elif typing.get_origin(kind) is tuple:
+            options |= dict(type=_from_text(hint), metavar="A,B,...")
+        elif kind in (int, float):
+            options |= dict(type=_from_text(hint), metavar="N" if kind is int else "X")
         else:
             options |= dict(type=str, metavar=field.metadata.get("metavar", "TEXT"))
         sections[field.metadata["group"]].add_argument(flag, **options)

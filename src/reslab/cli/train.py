@@ -100,8 +100,7 @@ def run_train(ns: Namespace) -> int:
             from reslab.training.config import preset_notes
             from reslab.training.run import check_before_data
 
-            config = preset(name, **options)
-            check_before_data(config)
+            config = check_before_data(preset(name, **options))
             for note in preset_notes(name, config, options):
                 print(f"note: {note}", file=sys.stderr)
             print(json.dumps(config.to_dict(), indent=2))

@@ -33,6 +33,7 @@ from reslab.paths import read_own_file
 from reslab.runtime.checkpoint import load_checkpoint, read_checkpoint_meta
 from reslab.runtime.device import resolve_device
 from reslab.runtime.run_folder import RunFolder
+from reslab.settings import problems
 from reslab.training import FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def _check_plan(runs: list[PlannedRun], data: Dataset) -> None:
     if len(set(keys)) != len(keys):
         raise ConfigError(f"an experiment's plan names a run twice: {sorted(keys)}")
     for run in runs:
+        if found := problems(run.config):  # the checks fit makes, before any run trains
+            raise ConfigError(found[0])
         if run.config.batch_size > len(data.train):
             raise ConfigError(f"setting batch_size {run.config.batch_size} is larger than the "
                               f"{len(data.train):,} training images: lower it")

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from reslab.data import BatchLoader, Dataset
-from reslab.errors import ConfigError
 from reslab.experiments.common import cifar_spec, net_name, paper_recipe, seeded
 from reslab.experiments.protocol import (
     Analysis,
@@ -69,10 +68,11 @@ class NestedSettings(TrainingSettings):
                                      low=0)
     arms: tuple[str, ...] = setting(tuple(ARMS), "which arms to train", choices=tuple(ARMS))
 
-    def check(self) -> None:
+    def rules(self) -> list[str]:
         if "grown" not in self.arms:  # every comparison is against it
-            raise ConfigError("setting arms must include grown (the function-preserving "
-                              f"growth), got {', '.join(self.arms)}")
+            return ["arms must include grown (the function-preserving growth), got "
+                    f"{', '.join(self.arms)}"]
+        return []
 
 
 class GrowthProbe(Probe):

@@ -23,36 +23,21 @@ settings, prepares the folder, trains the runs, skips finished ones, writes the 
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from reslab.errors import ConfigError, check_fields
+from reslab.runtime.precision import Precision
+from reslab.settings import normalised, parsed, problems
+from reslab.settings import setting as setting  # an experiment declares its settings with it
 
 if typing.TYPE_CHECKING:
     from torch import nn
 
     from reslab.data import Dataset
     from reslab.training import FitResult, TrainConfig, TrainState
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-            choices: Sequence[str] | None = None) -> Any:
-    """A settings field with its line of help and its range: ``low``/``high`` bound a number
-    (or each integer of a tuple), ``choices`` a string (or each string of a tuple). Integers
-    default to >= 1, numbers to > 0."""
-    meta = {"help": help, "low": low, "high": high, "choices": tuple(choices or ())}
-    if isinstance(default, list | tuple):  # a mutable default needs a factory
-        value = tuple(default)
-        return field(default_factory=lambda: value, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -65,8 +50,10 @@ class Settings:
     test_size: int | None = setting(None, "test images (the first N)")
     quiet: bool = setting(False, "no per-epoch progress from the training runs")
 
-    def check(self) -> None:
-        """Rules across fields, beyond each field's own range (none by default)."""
+    def rules(self) -> list[str]:
+        """What is wrong across fields, once each field is in its range (none by default):
+        one line each, naming the setting ("arms must include grown...")."""
+        return []
 
 
 @dataclass
@@ -79,8 +66,7 @@ class TrainingSettings(Settings):
     warmup_epochs: float = setting(0.0, "epochs of linear learning-rate warm-up, or of "
                                    "one-cycle's rise (0: the paper's constant start)", low=0)
     # bf16 autocast where the CPU multiplies bf16 fast (1.3-1.8x per step for these nets)
-    precision: str = setting("auto", "autocast precision (fp32: the paper's arithmetic)",
-                             choices=PRECISIONS)
+    precision: Precision = setting("auto", "autocast precision (fp32: the paper's arithmetic)")
 
 
 @dataclass
@@ -189,101 +175,9 @@ class Experiment:
                               f"; got {mode!r}")
         check_fields(self.settings, overrides, ConfigError, "unknown experiment setting")
         hints = typing.get_type_hints(self.settings)
-        fields = {f.name: f for f in dataclasses.fields(self.settings)}
         values = self.modes.get(mode, {}) | overrides
-        parsed = {k: parse_setting(k, hints[k], fields[k].metadata, v) for k, v in values.items()}
-        s = self.settings(**parsed)
-        for name, f in fields.items():  # the defaults too: a subclass may get one wrong
-            parse_setting(name, hints[name], f.metadata, getattr(s, name))
-        s.check()
+        s = normalised(self.settings(**{k: parsed(v, hints[k]) for k, v in values.items()}))
+        # the defaults are checked too: a subclass may get one wrong
+        if found := problems(s):
+            raise ConfigError(f"setting {found[0]}")
         return s
-
-
-def parse_setting(name: str, hint: Any, meta: Any, value: Any) -> Any:
-    """``value`` as the field's type, checked against its range; text (from ``--set``) is
-    parsed by that type. One line naming the setting and what it takes, otherwise."""
-    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and \
-        type(None) in typing.get_args(hint)
-    if optional:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        if value is None or (isinstance(value, str) and hint is not str
-                             and value.strip().lower() in ("none", "null")):
-            return None
-    kind, item = _kinds(hint)
-    if isinstance(value, str) and kind is not str:
-        value = _from_text(value, kind, item)
-    expected = _expected(kind, item, meta)
-    if kind is tuple:
-        ok = isinstance(value, tuple | list) and bool(value) and all(
-            _fits(item, meta, v) for v in value)
-        value = tuple(value) if ok else value
-    else:
-        ok = _fits(kind, meta, value)
-    if not ok:
-        raise ConfigError(f"setting {name} must be {expected}, got {value!r:.60}")
-    return value
-
-
-def _kinds(hint: Any) -> tuple[type, type | None]:
-    if typing.get_origin(hint) is tuple:
-        return tuple, typing.get_args(hint)[0]
-    return hint, None
-
-
-def _from_text(text: str, kind: type, item: type | None) -> Any:
-    """``--set`` text as ``kind``; what does not parse is left as text, for the check to
-    refuse naming what was given."""
-    text = text.strip()
-    if kind is tuple:
-        if text.startswith("["):
-            try:
-                values = json.loads(text)
-            except ValueError:
-                return text
-        else:  # 20,56 or a single value
-            values = [v.strip() for v in text.split(",")]
-        return tuple(_from_text(v, item, None) if isinstance(v, str) else v for v in values)
-    if kind is bool:
-        return {"true": True, "yes": True, "1": True, "false": False, "no": False,
-                "0": False}.get(text.lower(), text)
-    try:
-        return kind(text) if kind is int else float(text) if kind is float else text
-    except ValueError:
-        return text
-
-
-def _fits(kind: type | None, meta: Any, value: Any) -> bool:
-    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices") or ()
-    if kind is int:
-        low = 1 if low is None else low
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value and (
-            high is None or value <= high)
-    if kind is float:
-        return (isinstance(value, int | float) and not isinstance(value, bool)
-                and math.isfinite(value) and (value > 0 if low is None else value >= low)
-                and (high is None or value <= high))
-    if kind is bool:
-        return isinstance(value, bool)
-    return isinstance(value, str) and (not choices or value in choices)
-
-
-def _expected(kind: type, item: type | None, meta: Any) -> str:
-    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices") or ()
-    if kind is tuple:
-        each = _expected(item, None, meta)
-        if item is int:
-            each = "integers" + each.removeprefix("an integer")
-        else:
-            each = f"names ({each})" if choices else "names"
-        return f"a non-empty list of {each}"
-    if kind is int:
-        low = 1 if low is None else low
-        return f"an integer from {low} to {high}" if high is not None else \
-            f"an integer >= {low}"
-    if kind is float:
-        bound = "a positive number" if low is None else f"a number >= {low}"
-        return bound + (f" up to {high}" if high is not None else "")
-    if kind is bool:
-        return "true or false"
-    return f"one of {', '.join(choices)}" if choices else "a string"
-

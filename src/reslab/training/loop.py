@@ -27,7 +27,7 @@ from reslab.runtime.device import autocast
 from reslab.runtime.evaluate import EvalResult, evaluate
 from reslab.training import distributed
 from reslab.training.banner import end_line, stopped_line
-from reslab.training.config import TrainConfig
+from reslab.training.config import TrainConfig, checked
 from reslab.training.divergence import check_finite, diverged, warn_non_finite_validation
 from reslab.training.interrupt import StopRequest
 from reslab.training.progress import Progress
@@ -135,7 +135,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, run_dir: str | 
     ``head``: the classifier, for ``backbone_lr_scale``. ``notes``: lines for the start of the
     progress output (what was loaded or adapted).
     """
-    config.validate()
+    config = checked(config)
     run = set_up(model, data, config, run_dir=run_dir, resume=resume, head=head, notes=notes)
     state, writer, progress, world = run.state, run.writer, run.progress, run.world
     meta, finished = run_metadata(run.model, config, data, data.input_shape(config.resize)), False

@@ -18,8 +18,9 @@ from reslab.paths import expand, printable
 from reslab.runtime.checkpoint import Checkpoint, blueprint, load_checkpoint
 from reslab.runtime.checkpoint_meta import CheckpointMeta
 from reslab.runtime.run_folder import RunFolder
+from reslab.settings import normalised, problems
 from reslab.tables import count
-from reslab.training.config import TrainConfig, preset, preset_notes
+from reslab.training.config import TrainConfig, checked, preset, preset_notes
 from reslab.training.finetune import classifier, freeze, start_from_weights
 from reslab.training.loop import EpochHook, FitResult, fit
 
@@ -57,12 +58,14 @@ def train(
     model_given = "model" in options or (config is not None
                                          and config.model != TrainConfig.model)
     notes: list[str] = []
+    from_preset = config is None
     if config is None:
         config = preset(preset_name or "fast", **options)
-        notes += preset_notes(preset_name or "fast", config, options)
     elif options:
         config = config.replace(**options)
-    check_before_data(config)
+    config = check_before_data(config)
+    if from_preset:
+        notes += preset_notes(preset_name or "fast", config, options)
     data = _load_data(config)
     torch.manual_seed(config.seed)  # the initial weights follow the seed (torch's own is random)
     if config.init_from is not None:
@@ -83,13 +86,15 @@ def train(
                notes=notes)
 
 
-def check_before_data(config: TrainConfig) -> None:
+def check_before_data(config: TrainConfig) -> TrainConfig:
     """What a new run can refuse before it reads any data (``--print-config`` checks it too):
-    its fields, and the model's name (a checkpoint given to --init-from brings its own)."""
+    its fields, and the model's name (a checkpoint given to --init-from brings its own). The
+    config as checked (``config.checked``)."""
     from reslab.models.zoo import check_model_name
 
-    config.validate()
+    config = checked(config)
     check_model_name(config.model)
+    return config
 
 
 def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
@@ -104,7 +109,7 @@ def _resume(path: Path, options: dict[str, Any], on_epoch_end) -> FitResult:
         raise ConfigError(f"--resume continues {run.path} as it was set up; these cannot "
                           f"change: {', '.join(refused)}. Start a new run instead (--init-from "
                           f"{run.last} keeps the weights)")
-    config = saved.replace(**options)
+    config = checked(saved.replace(**options))
     _check_length(config, meta, run)
     _check_identity(meta.data_identity, run.last)  # before the data's minutes
     data = _load_data(config)
@@ -139,10 +144,10 @@ def _saved_config(meta: CheckpointMeta, path: Path) -> TrainConfig:
         raise WeightsError(f"{path}: its config has field(s) {', '.join(unknown)} that this "
                            "reslab does not know (written by a newer version?); resume it with "
                            "that version")
-    try:
-        return TrainConfig(**{k: _as_saved(v) for k, v in saved.items()})
-    except (ConfigError, TypeError) as error:
-        raise WeightsError(f"{path}: its config is damaged or was edited ({error})") from None
+    config = normalised(TrainConfig(**{k: _as_saved(v) for k, v in saved.items()}))
+    if found := problems(config):
+        raise WeightsError(f"{path}: its config is damaged or was edited ({found[0]})")
+    return config
 
 
 def _as_saved(value: Any) -> Any:
