@@ -36,9 +36,10 @@ def test_a_quick_report_says_so_in_its_title_and_first_paragraph(tmp_path):
         in report
     # the closing section comes last, the quick caveat among what it does not show
     assert report.endswith(f"## {CLOSING}\n\n- **Shows:** That a is 1 here.\n"
-                           "- **Does not show:** Anything about the method itself: quick mode "
-                           "is a smoke test, too small and too short for its differences to "
-                           "mean anything.\n- **Does not show:** Why.\n")
+                           "- **Does not show:** Whether any difference measured here is real: "
+                           "quick mode is a smoke test, too small and too short for its "
+                           "differences to mean anything (an exact check, such as a function "
+                           "kept bit for bit, still holds).\n- **Does not show:** Why.\n")
 
 
 def test_a_full_report_states_its_findings_without_the_caveat(tmp_path):
