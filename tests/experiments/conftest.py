@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from reslab.data import Dataset, SourceInfo, Split, channel_stats, load_dataset
+from reslab.experiments import executor
+from reslab.experiments.report import CLOSING, QUICK_CAVEAT
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SIZES = {"train": 256, "val": 128, "test": 128}
@@ -57,10 +59,50 @@ def check_report(out: Path, results: dict) -> None:
     assert {"title", "quick", "settings", "table", "findings", "figures", "seconds",
             "versions", "machine"} <= set(saved)
     report = (out / "report.md").read_text()
-    assert report.startswith(f"# {saved['title']}")
+    title, first, *_ = report.split("\n\n")
+    if saved["quick"]:  # the caveat first: in the title and the paragraph under it
+        assert title == f"# {saved['title']} ({QUICK_CAVEAT})"
+        assert first.startswith("**This is a quick-mode run") and "not what the experiment" \
+            in first and "may shrink, vanish or reverse in the full mode" in first
+        assert "## Findings in this run\n\nIn this quick run (not evidence" in report
+    else:
+        assert title == f"# {saved['title']}" and "quick" not in first
+    # it ends with what the run shows and what it does not, one bullet each
+    closing = report.split(f"\n## {CLOSING}\n\n")[1]
+    assert saved["shows"] and saved["does_not_show"] and "\n## " not in closing
+    assert closing.count("- **Shows:** ") == len(saved["shows"])
+    assert closing.count("- **Does not show:** ") == \
+        len(saved["does_not_show"]) + saved["quick"]  # quick mode adds its own
     assert saved["table"] in report and "\n|---" in saved["table"]  # a markdown table
     assert 1 <= len(saved["findings"]) <= 4 and all(f in report for f in saved["findings"])
     assert saved["figures"]
     for figure in saved["figures"]:
         assert f"]({figure})" in report
         assert (out / figure).read_bytes()[:8] == PNG
+
+
+@pytest.fixture
+def figures(monkeypatch) -> dict:
+    """The figures an experiment saves (file name -> matplotlib Figure), kept for a test to
+    look at, and saved as usual."""
+    kept, save = {}, executor.save_figure
+
+    def keep(figure, path: Path) -> None:
+        save(figure, path)  # drawn: the legend and the axes have their places
+        kept[path.name] = figure
+    monkeypatch.setattr(executor, "save_figure", keep)
+    return kept
+
+
+def check_figure(figure, *splits: str) -> None:
+    """Every panel's y axis names what it shows (one of ``splits``: the data split, such as
+    "validation"), and the one legend sits outside every panel's data area."""
+    figure.draw_without_rendering()
+    axes = figure.axes
+    assert axes and all(not ax.get_legend() for ax in axes)  # no legend inside a panel
+    assert len(figure.legends) == 1
+    legend = figure.legends[0].get_window_extent()
+    for ax in axes:
+        assert not legend.overlaps(ax.get_window_extent())
+        label = ax.get_ylabel() or axes[0].get_ylabel()  # panels sharing y label the first
+        assert any(split in label for split in splits), label

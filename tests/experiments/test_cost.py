@@ -6,18 +6,19 @@ from reslab.errors import UnknownNameError
 from reslab.experiments import cost, run
 from reslab.models import build, create_model
 
-from .conftest import TINY, check_report
+from .conftest import TINY, check_figure, check_report
 
 # torchvision's parameter counts (DESIGN.md), which reslab's zoo reproduces
 TORCHVISION = {"resnet50": 25_557_032, "resnext50_32x4d": 25_028_904,
                "wide_resnet50_2": 68_883_240}
 
 
-def test_cost_report(tmp_path, small_data):
+def test_cost_report(tmp_path, small_data, figures):
     out = tmp_path / "cost"
     results = run("cost", out, quick=True, data=small_data, image_size=32, inference_batch=1,
                   warmup=0, iterations=1, **TINY | dict(epochs=1))
     check_report(out, results)
+    check_figure(figures["cost.png"], "images/s (inference", "test error (%, test images)")
     # the timings are kept: a continued experiment does not measure again
     assert json.loads((out / "measured.json").read_text())["models"] == results["models"]
     models = results["models"]

@@ -11,7 +11,7 @@ from reslab.experiments.report import percent_pm
 from reslab.models import build
 from reslab.settings import problems
 
-from .conftest import TINY, check_report
+from .conftest import TINY, check_figure, check_report
 
 
 class CountAdds(TorchFunctionMode):
@@ -48,11 +48,14 @@ def test_cifar_depths_must_be_6n_plus_2(small_data):
         cifar_spec(21, small_data)
 
 
-def test_degradation_report_with_per_iteration_curves(tmp_path, small_data):
+def test_degradation_report_with_per_iteration_curves(tmp_path, small_data, figures):
     out = tmp_path / "degradation"
     results = run("degradation", out, quick=True, data=small_data, depths=(8, 14),
                   seeds=(0, 1), log_every=2, val_every=4, **TINY)
     check_report(out, results)
+    check_figure(figures["curves.png"], "error (%): training (dashed) and validation (solid)")
+    assert "Val error: after the last epoch, on 128 held-out training images" \
+        in results["table"]
     assert [(r["net"], r["depth"], r["plain"], r["seeds"]) for r in results["rows"]] == [
         ("plain8", 8, True, [0, 1]), ("plain14", 14, True, [0, 1]),
         ("resnet8", 8, False, [0, 1]), ("resnet14", 14, False, [0, 1])]

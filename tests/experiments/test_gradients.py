@@ -7,7 +7,7 @@ from reslab.experiments.common import cifar_spec
 from reslab.experiments.gradients import layer_gradient_norms, weighted_layers
 from reslab.models import build
 
-from .conftest import check_report
+from .conftest import check_figure, check_report
 
 
 def test_gradient_norms_are_those_autograd_gives(small_data):
@@ -24,7 +24,7 @@ def test_gradient_norms_are_those_autograd_gives(small_data):
     assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(norms, expected, strict=True))
 
 
-def test_gradients_report(tmp_path, small_data, monkeypatch):
+def test_gradients_report(tmp_path, small_data, monkeypatch, figures):
     import reslab.training.loop as loop
 
     steps, real_step = [], loop.train_step
@@ -38,6 +38,9 @@ def test_gradients_report(tmp_path, small_data, monkeypatch):
     results = run("gradients", out, quick=True, data=small_data, depths=(8, 14), steps=3,
                   batch_size=32, measure_batches=2, width=4, quiet=True)
     check_report(out, results)
+    for figure in figures.values():
+        check_figure(figure, "gradient norm ||dL/dW|| (validation batches")
+    assert "raw (no label smoothing)" in results["table"]
     assert steps == [net for net in ("plain8", "resnet8", "plain14", "resnet14")
                      for _ in range(3)]
     assert results["figures"] == ["gradients-8.png", "gradients-14.png"]

@@ -5,7 +5,7 @@ from reslab.errors import ConfigError
 from reslab.experiments import nested, run
 from reslab.models import ResNetSpec, build, get_spec, grow
 
-from .conftest import TINY, check_report
+from .conftest import TINY, check_figure, check_report
 
 CIFAR = get_spec("resnet14").replace(in_channels=1, widths=(4, 8, 16), stem_width=4)
 BOTTLENECK = ResNetSpec(block="bottleneck", depths=(1, 2), widths=(4, 8), stem_width=8,
@@ -87,11 +87,17 @@ def test_grow_refuses_what_it_cannot_do():
         grow(torch.nn.Linear(2, 2), 1, 1)
 
 
-def test_nested_experiment_report(tmp_path, small_data):
+def test_nested_experiment_report(tmp_path, small_data, figures):
     out = tmp_path / "nested"
     results = run("nested", out, quick=True, data=small_data,
                   **TINY | dict(depth=8, epochs=1, continue_epochs=2, seeds=(0, 1)))
     check_report(out, results)
+    # the figure's axis names the split it shows, and the table says what its numbers are
+    check_figure(figures["accuracy.png"], "validation accuracy (%, 128 held-out")
+    assert "Test acc: % of the 128 test images" in results["table"]
+    assert "cross-entropy in nats per image, raw (the recipe uses no label smoothing)" \
+        in results["table"]
+    assert "not a summed or smoothed loss but the eval-mode measurement" in results["table"]
     rows = {r["arm"]: r for r in results["rows"]}
     assert list(rows) == ["shallow", "grown", "grown_random", "grown_plain", "scratch"]
     shallow, grown, plain = rows["shallow"], rows["grown"], rows["grown_plain"]

@@ -4,14 +4,17 @@ from reslab.experiments import orderings, run
 from reslab.experiments.report import mean_std
 from reslab.models import Ordering
 
-from .conftest import TINY, check_report
+from .conftest import TINY, check_figure, check_report
 
 
-def test_orderings_report(tmp_path, small_data):
+def test_orderings_report(tmp_path, small_data, figures):
     out = tmp_path / "orderings"
     results = run("orderings", out, quick=True, data=small_data, depth=8, seeds=(0, 1),
                   **TINY | dict(epochs=1))
     check_report(out, results)
+    check_figure(figures["orderings.png"], "test error (%, test images here)",
+                 "test error (%, CIFAR-10 test set)")
+    assert "Test error: on 128 test images" in results["table"]
     rows = results["rows"]
     assert [r["ordering"] for r in rows] == [o.value for o in Ordering]
     assert [r["paper_error"] for r in rows] == pytest.approx([0.0661, 0.0817, 0.0784, 0.0671,
@@ -22,7 +25,8 @@ def test_orderings_report(tmp_path, small_data):
             pytest.approx(mean_std(row["test_errors"]))
         assert f"{100 * row['test_error_mean']:.2f} ± {100 * row['test_error_std']:.2f}" \
             in results["table"]
-    assert results["table"].count("\n") == 1 + 5  # header, rule, five orderings
+    # header, rule, five orderings
+    assert [line.startswith("|") for line in results["table"].splitlines()].count(True) == 7
     assert len(list((out / "runs").iterdir())) == 10
     assert results["net"] == "resnet8" and results["settings"]["depth"] == 8
     # one finding for the best ordering, one for each of the paper's three claims

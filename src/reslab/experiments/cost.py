@@ -22,7 +22,15 @@ from reslab.experiments.protocol import (
     TrainingSettings,
     setting,
 )
-from reslab.experiments.report import count, literal, markdown_table, new_figure, noise, percent
+from reslab.experiments.report import (
+    count,
+    legend_outside,
+    literal,
+    markdown_table,
+    new_figure,
+    noise,
+    percent,
+)
 from reslab.models import ResNetSpec, create_model, get_spec, list_models
 from reslab.models.summary import format_count, summary
 from reslab.runtime.device import resolve_device
@@ -133,9 +141,16 @@ class Cost(Experiment):
               percent(r["test_error"])] for r in small])
         table = (f"**ImageNet-size models at {s.image_size}x{s.image_size}** (inference, batch "
                  f"{s.inference_batch}, {count(s.iterations, 'timed iteration')}, "
-                 f"{measured['device']})\n\n{table_models}\n\n**Small bottleneck nets on "
-                 f"{data.name}** ({count(s.epochs, 'epoch')}, the paper's CIFAR recipe)\n\n"
-                 f"{table_small}")
+                 f"{measured['device']})\n\n{table_models}\n\n*MACs: multiply-accumulates "
+                 "per image (K, M, G: thousands, millions, billions). img/s: images per second "
+                 "of inference on this machine, random inputs; GMAC/s: img/s x MACs, the "
+                 "arithmetic rate reached. \"vs first\": as a multiple of the first model's.*"
+                 f"\n\n**Small bottleneck nets on {data.name}** "
+                 f"({count(s.epochs, 'epoch')}, the paper's CIFAR recipe)\n\n{table_small}"
+                 "\n\n*MACs: per image. Train img/s: training images per second on this "
+                 "machine. Test error: % of "
+                 f"{len(data.test):,} test images wrong, with the weights of the epoch of best "
+                 f"validation accuracy; one run each (seed {s.seed}), so no spread.*")
         description = (
             "Parameters and MACs (multiply-accumulates of conv and linear layers, "
             "torchvision's \"GFLOPS\") come from `reslab.summary`; speed is measured "
@@ -149,6 +164,17 @@ class Cost(Experiment):
             figures={"cost.png": (_plot(models, small, s, literal(data.name)),
                                   "Left: MACs and measured speed of the ImageNet-size models. "
                                   "Right: test error against MACs of the small nets")},
+            shows=[f"Parameters and MACs of {', '.join(s.models)} (counted, exact) and their "
+                   f"inference speed on this machine ({measured['device']}), so whether equal "
+                   "MACs mean equal time here.",
+                   f"Test error of three small bottleneck nets after {count(s.epochs, 'epoch')} "
+                   f"on {len(data.train):,} {data.name} images, against their MACs."],
+            does_not_show=[
+                "Speed on another machine, batch size or backend (a GPU runs grouped "
+                "convolutions at another relative cost), or training speed of the large models.",
+                "The accuracy of the ImageNet models: only their cost is measured here.",
+                "Whether groups buy accuracy in general: one seed of each small net, and a "
+                "difference below the test set's sampling noise (in the findings) ranks nothing."],
             results={"device": measured["device"], "models": models, "small": small})
 
 
@@ -193,17 +219,17 @@ def _plot(models: list[dict], small: list[dict], s: CostSettings, data_name: str
         left.scatter(m["macs"] / 1e9, m["images_per_s"], s=30 + m["params"] / 1e6, color=f"C{i}",
                      label=f"{m['model']} ({m['params'] / 1e6:.1f} M params)")
     left.set_xlabel(f"GMACs per image at {s.image_size}x{s.image_size}")
-    left.set_ylabel(f"images/s (inference, batch {s.inference_batch})")
+    left.set_ylabel(f"images/s (inference, batch {s.inference_batch}, this machine)")
     left.set_title("ImageNet-size models: compute vs measured speed")
     for i, r in enumerate(small):
-        right.scatter(r["macs"] / 1e6, 100 * r["test_error"], s=60, color=f"C{i}",
-                      label=f"{r['net']}: {r['description']}")
+        right.scatter(r["macs"] / 1e6, 100 * r["test_error"], s=60, color=f"C{i}", marker="s",
+                      label=f"small {r['net']}: {r['description']}")
     right.set_xlabel("MMACs per image")
-    right.set_ylabel("test error (%)")
+    right.set_ylabel("test error (%, test images)")
     right.set_title(f"small bottleneck nets on {data_name}")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    legend_outside(figure, columns=2)  # filled by column: the left panel's, then the right's
     return figure
 
 

@@ -22,6 +22,7 @@ from reslab.experiments.protocol import (
 )
 from reslab.experiments.report import (
     count,
+    legend_outside,
     literal,
     markdown_table,
     mean_std,
@@ -122,14 +123,22 @@ class Degradation(Experiment):
             nets[result.info["net"]].append(result)
         rows = [_row(group) for group in nets.values()]
         curves = {key: _curve(r) for key, r in runs.items()}
-        table = markdown_table(
-            ["net", "depth", "params", "train error %", "val error %", "test error %",
-             "img/s"],
-            [[r["net"], r["depth"], f"{r['params']:,}", percent_pm(r["train_errors"]),
-              percent_pm(r["val_errors"]), percent_pm(r["test_errors"]),
-              f"{r['images_per_s']:.0f}"] for r in rows])
         first = next(iter(runs.values()))
         steps = first.last["step"]
+        table = markdown_table(
+            ["net", "depth", "params", "train error %", "val error %", "test error %",
+             "train img/s"],
+            [[r["net"], r["depth"], f"{r['params']:,}", percent_pm(r["train_errors"]),
+              percent_pm(r["val_errors"]), percent_pm(r["test_errors"]),
+              f"{r['images_per_s']:.0f}"] for r in rows]) + "\n\n" + (
+            "*Errors in % of images wrong, mean ± standard deviation over "
+            f"{count(len(s.seeds), 'seed')}. Train error: the last epoch's "
+            f"{len(data.train):,} training images, counted while training on them (augmented, "
+            "training mode, the weights still moving), not a clean re-evaluation of the final "
+            f"net. Val error: after the last epoch, on {len(data.val):,} held-out training "
+            f"images. Test error: on {len(data.test):,} test images, with the weights of the "
+            "epoch of best validation accuracy. Train img/s: training images per second on "
+            "this machine, over the whole run.*")
         description = (
             f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
             f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
@@ -146,10 +155,40 @@ class Degradation(Experiment):
             description=description, table=table, findings=findings(rows, len(data.test)),
             figures={"curves.png": (_plot(curves, runs, literal(data.name), len(s.seeds)),
                                     "Training error (thin dashed: a running average over "
-                                    f"{count(s.log_every, 'iteration')}) and validation error "
-                                    "(bold) against iterations, mean over seeds, in the style "
-                                    "of He et al. 2015, Fig. 6")},
+                                    f"{count(s.log_every, 'iteration')} of augmented "
+                                    "batches) and validation error (bold solid: "
+                                    f"{len(data.val):,} held-out training images) against "
+                                    "iterations, mean over seeds, in the style of He et al. "
+                                    "2015, Fig. 6; plain nets left, residual right, on the "
+                                    "same scale")},
+            shows=_shows(rows, s, steps, len(data.train)),
+            does_not_show=_does_not_show(s, steps, len(data.train)),
             results={"rows": rows, "curves": curves})
+
+
+def _shows(rows: list[dict[str, Any]], s: DegradationSettings, steps: int, images: int
+           ) -> list[str]:
+    depths = sorted({r["depth"] for r in rows})
+    return [f"How plain and residual nets of depths {', '.join(map(str, depths))} train on "
+            f"{images:,} images in {count(steps, 'iteration')} "
+            f"with one recipe, {count(len(s.seeds), 'seed')} each: whether the deeper plain "
+            "net ends with higher training error than the shallower one (the plain half of "
+            "Fig. 6), and whether the deeper residual net ends lower (the residual half), each "
+            "gap weighed against the seeds' spread in the findings.",
+            "At the deepest depth, what the shortcuts alone change in test error: the plain and "
+            "residual nets have the same layers and parameters."]
+
+
+def _does_not_show(s: DegradationSettings, steps: int, images: int) -> list[str]:
+    return [f"The paper's regime: He et al. train 64k iterations on 50,000 CIFAR-10 images; "
+            f"here {count(steps, 'iteration')} on {images:,} Fashion-MNIST images. On so few "
+            "images both residual nets can reach the floor of augmented training error, where "
+            "depth no longer shows: a residual half missing here is not evidence against it.",
+            "Why deep plain nets train worse: these curves show that they do, not whether "
+            "gradients, conditioning or the schedule is the cause (the gradients experiment "
+            "looks at the first).",
+            "A gap within the seeds' spread, either way: with "
+            f"{count(len(s.seeds), 'seed')} the spread itself is a rough estimate."]
 
 
 def _warmup(config: TrainConfig, steps: int) -> str:
@@ -245,26 +284,30 @@ def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[
     return steps, [100 * sum(v[s] for v in values) / len(values) for s in steps]
 
 
+MARKERS = "osD^vP"  # one per depth, so depths differ without colour too
+
+
 def _plot(curves: dict[str, dict], runs: dict[str, RunResult], data_name: str, seeds: int):
-    figure, axes = new_figure(2, sharey=True)
+    figure, axes = new_figure(2, size=(11, 4.8), sharey=True)
     depths = sorted({r.info["depth"] for r in runs.values()})
     colours = {d: f"C{i}" for i, d in enumerate(depths)}
     for ax, plain in zip(axes, (True, False), strict=True):
-        for depth in depths:
+        for i, depth in enumerate(depths):
             keys = [k for k, r in runs.items()
                     if r.info["plain"] == plain and r.info["depth"] == depth]
-            name = net_name(depth, plain)
-            for part, style, width, label in (("train", "--", 0.8, "train"),
+            for part, style, width, label in (("train", "--", 0.8, "training (augmented)"),
                                               ("val", "-", 2.2, "validation")):
                 steps, errors = _mean_curve([curves[k][part] for k in keys])
                 ax.plot(steps, errors, style, color=colours[depth], linewidth=width,
-                        label=f"{name} {label}")
+                        marker=MARKERS[i % len(MARKERS)], markersize=4 if part == "val" else 3,
+                        markevery=max(len(steps) // 12, 1),
+                        label=f"depth {depth}, {label} error")  # alike in both panels
         ax.set_title(f"{'plain' if plain else 'residual'} networks on {data_name}"
                      + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("error (%)")
+    axes[0].set_ylabel("error (%): training (dashed) and validation (solid)")
+    legend_outside(figure, columns=4)
     return figure
 
 

@@ -63,6 +63,7 @@ def execute(experiment: Experiment, out_dir: str | os.PathLike, *, mode: str = "
         out, name=experiment.name, title=experiment.title, description=analysis.description,
         table=analysis.table, findings=analysis.findings,
         figures={file: caption for file, (_, caption) in analysis.figures.items()},
+        shows=analysis.shows, does_not_show=analysis.does_not_show,
         results={"data": data.name, "test_images": len(data.test), "runs": summaries,
                  **({"measured": measured} if measured else {}), **analysis.results},
         settings=s, mode=mode, seconds=time.perf_counter() - started,

@@ -27,7 +27,7 @@ from reslab.experiments.protocol import (
     Settings,
     setting,
 )
-from reslab.experiments.report import count, markdown_table, new_figure
+from reslab.experiments.report import count, legend_outside, markdown_table, new_figure
 from reslab.training import TrainConfig
 
 
@@ -135,18 +135,27 @@ class Gradients(Experiment):
             rows.append({**info, "ratio_init": at_init[0] / at_init[-2],
                          "ratio_trained": trained[0] / trained[-2],
                          "loss_start": losses[0], "loss_end": _tail_mean(losses)})
+        measured_on = min(s.measure_batches, math.ceil(len(data.val) / s.batch_size))
         figures = {}
         for depth in sorted(set(s.depths)):
             figures[f"gradients-{depth}.png"] = (
                 _plot([r for r in layers if r["depth"] == depth], depth, s.steps),
                 f"Depth {depth}: gradient norm of each weighted layer's weights at "
-                f"initialisation (dashed) and after {count(s.steps, 'SGD step')} (solid)")
+                f"initialisation (dashed) and after {count(s.steps, 'SGD step')} (solid), "
+                f"on {count(measured_on, 'fixed validation batch')}, log scale")
+        tail = max(s.steps // 10, 1)
         table = markdown_table(
             ["depth", "net", "first/last at init", f"first/last after {count(s.steps, 'step')}",
-             "loss at start", f"loss after {count(s.steps, 'step')}"],
+             "train loss at start", f"train loss after {count(s.steps, 'step')}"],
             [[r["depth"], r["net"], f"{r['ratio_init']:.3g}", f"{r['ratio_trained']:.3g}",
-              f"{r['loss_start']:.3f}", f"{r['loss_end']:.3f}"] for r in rows])
-        measured_on = min(s.measure_batches, math.ceil(len(data.val) / s.batch_size))
+              f"{r['loss_start']:.3f}", f"{r['loss_end']:.3f}"] for r in rows]) + "\n\n" + (
+            "*first/last: a ratio of two gradient norms (no unit), the first convolution's "
+            "over the last convolution's, measured in training mode on "
+            f"{count(measured_on, 'fixed validation batch')} (held-out training images, not "
+            "augmented). Train loss: cross-entropy in nats per image, raw (no label "
+            "smoothing), on the augmented training batches in training mode; at start: the "
+            f"first step's batch; after {count(s.steps, 'step')}: the mean over the last "
+            f"{count(tail, 'step')}' batches. One seed ({s.seed}), so no spread.*")
         description = (
             f"Plain and residual CIFAR-style networks (option-A shortcuts) of depths "
             f"{', '.join(map(str, sorted(set(s.depths))))} start from the same weights. For "
@@ -162,9 +171,22 @@ class Gradients(Experiment):
             "Seed 002's argument: a residual unit computes g(f(x)) + f(x), so d/dw of it keeps "
             "the term df/dw however small the product through g becomes."
         )
-        return Analysis(description=description, table=table,
-                        findings=findings(rows, s.steps), figures=figures,
-                        results={"rows": rows, "layers": layers})
+        depths = ", ".join(map(str, sorted(set(s.depths))))
+        return Analysis(
+            description=description, table=table, findings=findings(rows, s.steps),
+            figures=figures,
+            shows=[f"At depths {depths}, with one seed's weights shared by the plain and the "
+                   "residual net, how the gradient's size changes from the last layer back to "
+                   f"the first, at initialisation and after {count(s.steps, 'SGD step')}, and "
+                   "how far the training loss fell in those steps."],
+            does_not_show=[
+                "That the gradient's size is why deep plain nets train worse: this measures the "
+                "gradients, it does not test whether evening them out would help.",
+                f"Anything past {count(s.steps, 'step')} of a constant rate, or about another "
+                "seed: one seed, no spread, so small differences between depths may be noise.",
+                "A comparison of one layer with another in absolute terms: layers differ in "
+                "size; compare a plain net with the residual net of the same depth."],
+            results={"rows": rows, "layers": layers})
 
 
 def _tail_mean(losses: list[float]) -> float:
@@ -218,21 +240,24 @@ def _distance(ratio: float) -> float:
 
 
 def _plot(layers: list[dict[str, Any]], depth: int, steps: int):
-    figure, ax = new_figure(size=(7, 4))
-    for colour, plain in (("C3", True), ("C0", False)):
+    figure, ax = new_figure(size=(7, 4.8))
+    for colour, marker, plain in (("C3", "s", True), ("C0", "o", False)):
         points = [r for r in layers if r["plain"] == plain]
         index = [r["index"] for r in points]
         net = net_name(depth, plain)
+        every = max(len(index) // 15, 1)
         ax.plot(index, [r["init"] for r in points], "--", color=colour, linewidth=1,
+                marker=marker, markersize=4, markerfacecolor="none", markevery=every,
                 label=f"{net} at initialisation")
         ax.plot(index, [r["trained"] for r in points], "-", color=colour, linewidth=2,
+                marker=marker, markersize=4, markevery=every,
                 label=f"{net} after {count(steps, 'step')}")
     ax.set_yscale("log")
     ax.set_xlabel("weighted layer (1 = first conv, last = classifier)")
-    ax.set_ylabel("gradient norm ||dL/dW||")
+    ax.set_ylabel("gradient norm ||dL/dW|| (validation batches, log)")
     ax.set_title(f"Depth {depth}: gradient norm per layer")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    legend_outside(figure)
     return figure
 
 

@@ -31,6 +31,7 @@ from reslab.experiments.protocol import (
 )
 from reslab.experiments.report import (
     count,
+    legend_outside,
     literal,
     markdown_table,
     mean_std,
@@ -176,12 +177,21 @@ class Nested(Experiment):
             return "0 (identical)" if all(r["identical"]) else f"{max(r['max_abs_diff']):.3g}"
 
         points = ("step 0", "epoch 1", "end")
+        probed = min(PROBE_IMAGES, len(data.train))
         table = markdown_table(
             ["network", "layers", "params", "max abs output change at step 0",
              *(f"test acc % {p}" for p in points), *(f"train loss {p}" for p in points)],
             [[r["net"], r["layers"], f"{r['params']:,}", change(r),
               *(percent_pm(r["test_acc"][p]) for p in points),
-              *(_pm(r["train_loss"][p]) for p in points)] for r in rows])
+              *(_pm(r["train_loss"][p]) for p in points)] for r in rows]) + "\n\n" + (
+            f"*Mean ± standard deviation over {count(len(s.seeds), 'seed')}. Test acc: % of "
+            f"the {len(data.test):,} test images classified right, in eval mode. Train loss: "
+            "cross-entropy in nats per image, raw (the recipe uses no label smoothing), of "
+            f"the first {probed:,} training images, not augmented, in eval mode (batch norm "
+            "using its running statistics), so it is not the loss the optimiser saw. Step 0: "
+            "right after growing (for the from-scratch net: its random initial weights); "
+            "epoch 1 and end: after the first and the last epoch of that network's own "
+            "training. " + _EVAL_MODE_LOSS + "*")
         description = (
             f"{base_name} is trained on {data.name} ({len(data.train):,} images, "
             f"{count(s.epochs, 'epoch')}, the paper's recipe), then deepened by "
@@ -202,12 +212,57 @@ class Nested(Experiment):
         return Analysis(
             description=description, table=table,
             findings=findings(rows, base_name, s.continue_epochs, len(data.test)),
-            figures={"accuracy.png": (_plot(curves, rows, s.epochs, literal(data.name)),
-                                      "Validation accuracy (mean over seeds) while training "
-                                      "the shallow net, then after growing it (the dotted "
-                                      "line; its epoch = the step-0 networks), and the deep "
-                                      "net from scratch")},
+            figures={"accuracy.png": (
+                _plot(curves, rows, s.epochs, literal(data.name), len(data.val)),
+                f"Validation accuracy ({len(data.val):,} held-out training images; the table "
+                "gives test accuracy) after each epoch, mean over seeds: the shallow net "
+                "training, then each arm after growing it (the dotted line; its points there are "
+                "the step-0 networks), and the deep net from scratch. Left the whole run, "
+                "right the epochs after growth on a narrower scale. The shallow net trained "
+                "on (hollow squares) and its zero-init growth (dots) compute the same function "
+                "at first, so their points coincide: each dot inside a square is both")},
+            shows=_shows(rows, s, len(data.train)),
+            does_not_show=_does_not_show(s, len(data.train)),
             results={"rows": rows, "curves": curves})
+
+
+# Measured (quick mode, seed 0, the from-scratch net after epoch 1): eval-mode loss 13.98 at
+# 19.8% accuracy; the same weights normalised by each batch's statistics 1.61, and in eval
+# mode again after re-estimating BN's running statistics on those images 1.61 at 41.8%.
+_EVAL_MODE_LOSS = (
+    "A training loss far above ln 10 = 2.30 (a uniform guess) after epoch 1 of the net trained "
+    "from scratch is not a summed or smoothed loss but the eval-mode measurement: an epoch at "
+    "lr 0.1 from random weights moves the weights faster than batch norm's running statistics "
+    "follow, so in eval mode the activations are normalised with stale statistics and the "
+    "logits grow large and confidently wrong. Measured once (quick mode, seed 0): 13.98 in "
+    "eval mode, 1.61 for the same weights normalised by each batch's own statistics as in "
+    "training, and 1.61 in eval mode once the running statistics are re-estimated on those "
+    "images. The grown nets start trained and go on at a tenth of the rate, so theirs keep up.")
+
+
+def _shows(rows: list[dict[str, Any]], s: NestedSettings, images: int) -> list[str]:
+    grown = next(r for r in rows if r["arm"] == "grown")
+    exact = ("leave the trained net's outputs bit-for-bit unchanged" if all(grown["identical"])
+             else f"change the trained net's outputs by up to {max(grown['max_abs_diff']):.3g}")
+    return [f"That zero-initialised residual units {exact} at step 0, in "
+            f"{count(len(grown['seeds']), 'seed')}: an exact check, as true of a small run as "
+            "of a large one, beside how far random-init and plain units move them.",
+            f"How the arms compare after {count(s.continue_epochs, 'more epoch')} on "
+            f"{images:,} images at lr {s.continue_lr}, each difference weighed against the "
+            "seeds' spread and the test set's sampling noise in the findings."]
+
+
+def _does_not_show(s: NestedSettings, images: int) -> list[str]:
+    return [f"Whether growing pays off on more data or longer training: {images:,} training "
+            f"images, {count(s.epochs, 'epoch')} before growing and "
+            f"{count(s.continue_epochs, 'epoch')} after, {count(len(s.seeds), 'seed')}.",
+            "Why the deep net trained from scratch ends where it does against the grown one: "
+            f"it trains {count(s.epochs + s.continue_epochs, 'epoch')} at lr {s.lr}, the grown "
+            f"ones {count(s.continue_epochs, 'epoch')} at lr {s.continue_lr} after a shallow "
+            "start, so schedule and initialisation differ at once.",
+            "AutoGrow's claim in its own setting: it grows many times during training on "
+            f"CIFAR; here one growth step of {count(s.blocks, 'unit')} on Fashion-MNIST.",
+            "A difference within the noise stated in the findings, either way."]
 
 
 def _grown(arm: str, base: str, s: NestedSettings, seed: int, probe: GrowthProbe):
@@ -316,29 +371,50 @@ def findings(rows: list[dict[str, Any]], base_name: str, epochs: int, images: in
     return sentences
 
 
-def _plot(curves: dict[str, list[list[float]]], rows: list[dict], epochs: int, data_name: str):
-    figure, ax = new_figure(size=(7.5, 4.2))
+# arm -> (line style, marker, colour): no two alike, so lines that coincide (the shallow net
+# and its zero-init growth are the same function) still show both; hollow markers show through
+STYLES = {"shallow": ("--", "s", "C0"), "grown": ("-", "o", "C2"),
+          "grown_random": ("-.", "^", "C1"), "grown_plain": (":", "v", "C3"),
+          "scratch": ((0, (5, 2, 1, 2)), "D", "C4")}
+
+
+def _plot(curves: dict[str, list[list[float]]], rows: list[dict], epochs: int, data_name: str,
+          val_images: int):
+    """Validation accuracy over the whole run (left) and after growth, zoomed (right)."""
+    figure, (whole, after) = new_figure(2, size=(11, 4.6))
 
     def mean(runs: list[list[float]]) -> list[float]:
         return [100 * mean_std(list(values))[0] for values in zip(*runs, strict=False)]
 
     base = mean(curves["base"])
-    ax.plot(range(1, len(base) + 1), base, "k-", linewidth=2, label="shallow net, before growing")
-    styles = {"shallow": ("--", "C0"), "grown": ("-", "C2"), "grown_random": ("-.", "C1"),
-              "grown_plain": ("-", "C3"), "scratch": (":", "C4")}
+    lines = {"base": (list(range(1, len(base) + 1)), base)}
     for row in rows:
         values = mean(curves[row["arm"]])
         first = 0 if row["arm"] == "scratch" else epochs  # scratch starts with the base net
-        style, colour = styles[row["arm"]]
-        ax.plot(range(first, first + len(values)), values, style, marker="o", color=colour,
-                markersize=3, label=row["net"])
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.axvline(epochs, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("epoch (growth after the dotted line)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"Growing a trained network on {data_name}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        lines[row["arm"]] = (list(range(first, first + len(values))), values)
+    late = [v for arm, (x, y) in lines.items() if arm != "base"
+            for e, v in zip(x, y, strict=True) if e > epochs]
+    for ax in (whole, after):
+        x, y = lines["base"]
+        ax.plot(x, y, "k-", linewidth=2.5, alpha=0.35, label="shallow net, before growing")
+        for row in rows:
+            style, marker, colour = STYLES[row["arm"]]
+            hollow = row["arm"] == "shallow"  # drawn first, under the zero-init growth
+            ax.plot(*lines[row["arm"]], linestyle=style, marker=marker, color=colour,
+                    markersize=8 if hollow else 4, linewidth=1.4,
+                    markerfacecolor="none" if hollow else colour, label=row["net"])
+        ax.axvline(epochs, color="grey", linestyle=":", linewidth=1)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel(f"epoch (growth at epoch {epochs}: the dotted line)")
+        ax.grid(alpha=0.3)
+        ax.set_ylabel(f"validation accuracy (%, {val_images:,} held-out training images)")
+    whole.set_title(f"Growing a trained network on {data_name}")
+    after.set_xlim(epochs - 0.5, max(max(x) for x, _ in lines.values()) + 0.5)
+    if late:  # from the first epoch after growth: where the arms are close
+        low, high = min(late), max(late)
+        after.set_ylim(low - 0.1 * (high - low) - 0.5, high + 0.1 * (high - low) + 0.5)
+    after.set_title("after growth, zoomed (step-0 points may lie below)")
+    legend_outside(figure)
     return figure
 
 

@@ -18,7 +18,8 @@ settings, prepares the folder, trains the runs, skips finished ones, writes the 
                                config=paper_recipe(s, data, seed=0)) for w in s.widths]
 
         def analyse(self, s, data, runs, measured):
-            return Analysis(description=..., table=..., findings=[...], figures={...})
+            return Analysis(description=..., table=..., findings=[...], figures={...},
+                            shows=[...], does_not_show=[...])
 """
 
 from __future__ import annotations
@@ -138,6 +139,8 @@ class Analysis:
     table: str
     findings: list[str]
     figures: dict[str, tuple[Any, str]]
+    shows: list[str]  # the closing "what this shows / what it does not", sentence by sentence
+    does_not_show: list[str]
     results: dict[str, Any] = field(default_factory=dict)  # more numbers for results.json
 
 

@@ -14,8 +14,12 @@ from reslab.runtime.host import machine, versions
 from reslab.tables import count  # here too, for the experiments' reports
 from reslab.training.plots import literal, save_figure  # literal: every text from outside
 
-__all__ = ["count", "literal", "markdown_table", "mean_std", "new_figure", "noise", "percent",
-           "percent_pm", "save_figure", "spread", "write_report"]
+__all__ = ["QUICK_CAVEAT", "count", "legend_outside", "literal", "markdown_table", "mean_std",
+           "new_figure", "noise", "percent", "percent_pm", "save_figure", "spread",
+           "write_report"]
+
+QUICK_CAVEAT = "quick mode: a smoke test, not evidence"  # in a quick report's title
+CLOSING = "What this shows / what it does not"  # the heading every report ends with
 
 
 def new_figure(panels: int = 1, *, size: tuple[float, float] | None = None, **options):
@@ -26,6 +30,17 @@ def new_figure(panels: int = 1, *, size: tuple[float, float] | None = None, **op
     figure = Figure(figsize=size or (5.5 * panels, 4), layout="constrained")
     axes = figure.subplots(1, panels, **options)
     return figure, axes
+
+
+def legend_outside(figure, columns: int = 2):
+    """One legend for all of ``figure``'s axes, below them (constrained layout makes room), so
+    it covers no line or point; a label drawn in several panels is listed once."""
+    entries: dict[str, Any] = {}
+    for ax in figure.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return figure.legend(list(entries.values()), list(entries), loc="outside lower center",
+                         ncols=columns, fontsize=8, frameon=False)
 
 
 def noise(rate: float, images: int) -> float:
@@ -80,6 +95,8 @@ def write_report(
     table: str,
     findings: Sequence[str],
     figures: dict[str, str],
+    shows: Sequence[str],
+    does_not_show: Sequence[str],
     results: dict[str, Any],
     settings: Any,
     mode: str,
@@ -88,8 +105,10 @@ def write_report(
 ) -> dict[str, Any]:
     """Write results.json and report.md; returns what results.json holds.
 
-    ``figures``: file name (already saved in ``out``) -> caption. ``seconds``: this call's
-    time; ``train_seconds``: all runs' training time, earlier attempts' included.
+    ``figures``: file name (already saved in ``out``) -> caption. ``shows``, ``does_not_show``:
+    the closing section's sentences (quick mode adds its own caveat there, and in the title and
+    the first paragraph). ``seconds``: this call's time; ``train_seconds``: all runs' training
+    time, earlier attempts' included.
     """
     record = {
         "experiment": name,
@@ -101,24 +120,54 @@ def write_report(
         "table": table,
         "findings": list(findings),
         "figures": list(figures),
+        "shows": list(shows),
+        "does_not_show": list(does_not_show),
         "seconds": seconds,
         "train_seconds": train_seconds,
         "versions": versions(),
         "machine": machine(),
     }
     atomic_write_text(out / "results.json", json.dumps(record, indent=2, default=str) + "\n")
-    described = "quick mode (small subsets, short runs: a smoke test, not a result)" \
-        if mode == "quick" else f"{mode} mode"
+    quick = mode == "quick"
+    run = (f"Run in {mode} mode in {seconds / 60:.1f} min ({train_seconds / 60:.1f} min of "
+           f"training, earlier attempts' included) on {record['machine']['cpu']} "
+           f"({count(record['machine']['torch_threads'], 'thread')}); every number is in "
+           "[results.json](results.json), and each training run's directory is under `runs/`.")
     parts = [
-        f"# {title}",
+        f"# {title}" + (f" ({QUICK_CAVEAT})" if quick else ""),
+        *([_quick_caveat(name)] if quick else []),
         description,
         table,
-        " ".join(findings),
+        "## Findings in this run",
+        (f"{_IN_THIS_RUN} " if quick else "") + " ".join(findings),
         *(f"![{Path(file).stem}]({file})\n\n*{caption}*" for file, caption in figures.items()),
-        f"Run in {described} in {seconds / 60:.1f} min ({train_seconds / 60:.1f} min of "
-        f"training, earlier attempts' included) on {record['machine']['cpu']} "
-        f"({count(record['machine']['torch_threads'], 'thread')}); every number is in "
-        "[results.json](results.json), and each training run's directory is under `runs/`.",
+        run,
+        f"## {CLOSING}",
+        "\n".join(f"- {line}" for line in _closing(shows, does_not_show, quick)),
     ]
     atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")
     return record
+
+
+_IN_THIS_RUN = "In this quick run (not evidence, see above):"
+
+
+def _quick_caveat(name: str) -> str:
+    """A quick report's first paragraph: what a smoke test can and cannot show."""
+    return (f"**This is a quick-mode run: it checks that the experiment runs end to end and "
+            "writes its report, not what the experiment is about.** Its networks train on a "
+            "small subset for a few epochs or steps, with at most two seeds, so they are far "
+            "from trained, their differences are mostly noise, and any finding below may "
+            "shrink, vanish or reverse in the full mode. Read every number as what this run "
+            f"measured, nothing more; the full mode's report (`reslab experiment {name}`, "
+            f"committed under docs/experiments/{name}) is the one to learn from.")
+
+
+def _closing(shows: Sequence[str], does_not_show: Sequence[str], quick: bool) -> list[str]:
+    if quick:
+        does_not_show = ["Whether any difference measured here is real: quick mode is a smoke "
+                         "test, too small and too short for its differences to mean anything "
+                         "(an exact check, such as a function kept bit for bit, still holds).",
+                         *does_not_show]
+    return [*(f"**Shows:** {line}" for line in shows),
+            *(f"**Does not show:** {line}" for line in does_not_show)]
