@@ -1,8 +1,8 @@
 """What an experiment is: a name and title, typed settings with ranges and named modes, a
 ``plan`` of the training runs it needs, and an ``analyse`` of their results.
 
-A new experiment is a subclass of ``Experiment`` in a module of its own, and one line in
-``reslab.experiments.EXPERIMENTS``; ``executor.execute`` does everything else (checks the
+A new experiment is a subclass of ``Experiment`` in a module of its own, and its name in
+``reslab.experiments.NAMES``; ``executor.execute`` does everything else (checks the
 settings, prepares the folder, trains the runs, skips finished ones, writes the report)::
 
     @dataclass

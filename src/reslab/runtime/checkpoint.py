@@ -29,6 +29,7 @@ from reslab.models.weights import (
 )
 from reslab.paths import expand, is_folder, printable, regular_file
 from reslab.runtime.checkpoint_meta import CheckpointMeta
+from reslab.runtime.run_folder import RunFolder
 
 _TENSOR = "__tensor__"
 
@@ -281,11 +282,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     from reslab.runtime.model_folder import is_model_folder
 
     path = expand(path, "checkpoint")
-    if path.is_dir() and not (path / "checkpoints").is_dir() and is_model_folder(path):
+    run = RunFolder(path)
+    if path.is_dir() and not run.checkpoints.is_dir() and is_model_folder(path):
         return path
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.safetensors",
-                          path / "checkpoints" / "last.safetensors"):
+        for candidate in (run.best, run.last):
             if candidate.exists():
                 return candidate
         raise WeightsError(f"{printable(path)} holds no checkpoints/best.safetensors and no "

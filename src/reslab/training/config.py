@@ -358,9 +358,9 @@ def _weights_inputs(cfg: TrainConfig) -> list[str]:
     checkpoints/ folder, that run (a new run there would replace the file being read)."""
     if cfg.init_from is None:
         return []
-    from pathlib import Path
+    from reslab.runtime.run_folder import RunFolder
 
-    given = Path(os.path.expanduser(cfg.init_from))  # an unknown ~user is refused when read
-    run = given.parent.parent
-    in_run = given.parent.name == "checkpoints" and (run / "config.json").is_file()
-    return [cfg.init_from, *([str(run)] if in_run else [])]
+    # an unknown ~user is refused when read
+    run = RunFolder.holding(os.path.expanduser(cfg.init_from))
+    in_run = run is not None and run.config.is_file()
+    return [cfg.init_from, *([str(run.path)] if in_run else [])]
