@@ -141,6 +141,8 @@ def _loaders(data: Dataset, config: TrainConfig, device, world) -> tuple[BatchLo
 
 def _resume(state: TrainState, writer: RunWriter, world, total_steps: int) -> None:
     last = writer.run.last
+    # read again now that the folder is held: reslab.train's read (before the lock, to build
+    # the model) may be older than what a run that held the folder meanwhile wrote
     checkpoint = load_checkpoint(last)
     if checkpoint.train_state is None:
         raise ConfigError(f"{last} holds weights only; it cannot be resumed")
