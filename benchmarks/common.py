@@ -69,8 +69,21 @@ def summary(measured: list[float]) -> dict[str, Any]:
             "windows": len(measured)}
 
 
+def emulated(dtype: torch.dtype) -> bool:
+    """Whether this machine multiplies ``dtype`` without kernels of its own (bf16 on an
+    AVX2-only CPU: ~1 GFLOP/s), where a large product would take minutes to time."""
+    n = 256
+    a = torch.randn(n, n).to(dtype)
+    start = time.perf_counter()
+    torch.mm(a, a)
+    return 2 * n**3 / (time.perf_counter() - start) < 10e9
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 4096, windows: int = 5) -> float:
-    """This machine's matrix-multiply rate in FLOP/s: a large square ``torch.mm``."""
+    """This machine's matrix-multiply rate in FLOP/s: a large square ``torch.mm`` (512 where
+    the dtype is emulated: its rate is what matters, and 4096 would take minutes)."""
+    if emulated(dtype):
+        n, windows = min(n, 512), min(windows, 3)
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
 
     def one() -> int:
@@ -84,14 +97,15 @@ def conv_gemm_peak(dtype: torch.dtype, windows: int = 5) -> float:
     """The same in oneDNN, the library the convolutions run in: a 1x1 convolution is a matrix
     product (16,384 x 1,024 x 1,024). On AMD CPUs torch.mm's fp32 goes to MKL, which does not
     use the fastest kernels there, so convolutions can outrun it."""
+    side = 8 if emulated(dtype) else 64  # an emulated dtype: 64x fewer pixels, same rate
     conv = torch.nn.Conv2d(1024, 1024, 1, bias=False).to(dtype)
-    x = torch.randn(4, 1024, 64, 64).to(dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 1024, side, side).to(dtype).contiguous(memory_format=torch.channels_last)
     conv = conv.to(memory_format=torch.channels_last)
 
     def one() -> int:
         with torch.no_grad():
             conv(x)
-        return 2 * 4 * 64 * 64 * 1024 * 1024
+        return 2 * 4 * side * side * 1024 * 1024
 
     return statistics.median(rates(one, windows))
 
