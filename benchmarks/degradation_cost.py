@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import common
+from reslab.experiments.common import cifar_spec
 from reslab.io import atomic_write_text
-from reslab.models import build, get_spec
+from reslab.models import build
 from reslab.runtime.device import resolve_precision
 from reslab.training import TrainConfig, TrainState, train_step
 
@@ -32,10 +34,9 @@ DEPTHS = (20, 56, 110)
 
 
 def spec(depth: int, width: int, side: int, plain: bool):
-    n = (depth - 2) // 6
-    return get_spec("resnet20").replace(
-        depths=(n, n, n), widths=(width, 2 * width, 4 * width), stem_width=width,
-        shortcut="none" if plain else "pad", in_channels=1, num_classes=10, input_size=side)
+    """The degradation experiment's own net, for Fashion-MNIST's images at ``side``."""
+    shape = SimpleNamespace(image_shape=(1, side, side), classes=range(10))
+    return cifar_spec(depth, shape, plain=plain, width=width)
 
 
 def train_flops(depth: int, width: int, side: int) -> float:
