@@ -185,3 +185,44 @@ def test_the_degradation_cost_model_counts_what_the_candidates_cost():
     assert 180e6 < f[16, 28, 20] < 190e6
     table = cost.main(["--depths", "20,56"])
     assert table.count("\n| ") == 1 + 18 and "8 runs on 55,000 images" in table
+
+
+@pytest.fixture
+def zoo_left_as_found(monkeypatch):
+    """The lever trials register their networks (and a norm) in the zoo: undo it after."""
+    from reslab.models import layers, zoo
+
+    monkeypatch.setattr(zoo, "SPECS", dict(zoo.SPECS))
+    monkeypatch.setattr(layers.NORMS, "_factories", dict(layers.NORMS._factories))
+
+
+def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
+    """A trial's steps come from the 10-TFLOP budget: a cheaper network trains for longer."""
+    from benchmarks import levers
+    from benchmarks.bench_time_to_accuracy import forward_flops
+    from reslab.training import preset
+
+    for name in levers.TRIALS:
+        overrides = levers.overrides_for(name)
+        config = preset(levers.BASE, **overrides)
+        flops = 3 * forward_flops(config, 1, 28, 10) * config.max_steps * config.batch_size
+        assert 0.99 * levers.BUDGET_FLOPS < flops <= levers.BUDGET_FLOPS, name
+        assert config.epochs * levers.TRAIN_IMAGES >= config.max_steps * config.batch_size
+    assert not any("," in name for name in levers.TRIALS)  # --trials is comma-separated
+    assert levers.overrides_for("10 TFLOP")["max_steps"] == 513  # fast_resnet10: 2.4 epochs
+    assert levers.overrides_for("3 stages 16/32/64")["max_steps"] == 711
+    spec = levers.overrides_for("zero-init residual")
+    assert spec["whiten_stem"] and spec["lr"] == 0.6  # the network's tuned levers stay on
+
+
+def test_the_lever_table_shows_validation_only():
+    from benchmarks import levers
+
+    rows = [{"trial": t, "seed": s, "changes": c, "val_acc": v, "test_acc": 0.5,
+             "images": 100, "train_flops_per_image": 1e10}
+            for t, c, s, v in [("a", "(the preset)", 0, 0.93), ("a", "(the preset)", 1, 0.91),
+                               ("b", "lr=1", 1, 0.92)]]
+    text = levers.table(rows)
+    assert "| a | (the preset) | 1.0 | 0.9300 | 0.9100 | 0.9200 | 0.9100 |" in text
+    assert "| b | lr=1 | 1.0 |  | 0.9200 | 0.9200 | 0.9200 |" in text
+    assert "0.5000" not in text

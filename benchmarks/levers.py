@@ -1,0 +1,155 @@
+"""Levers of the `fast` recipe, measured on the validation split over several seeds.
+
+    python -m benchmarks.levers [--trials NAME,NAME] [--seeds 0,1,2] [--workers 2] [--list]
+
+Each trial is the `fast` preset (fast_resnet10 with its tuned levers) cut to the issue's
+budget of 10 TFLOP of nominal training compute (for fast_resnet10 513 steps of 256 images,
+2.4 epochs; a cheaper network gets more steps), the one-cycle schedule ending there, with a
+few changes, trained once per seed by ``benchmarks.bench_time_to_accuracy.one_run``. What is
+compared is the validation accuracy at the end of the run (5,000 training images held out):
+no choice is made on the test set, whose accuracy is kept in the results file for the
+preset's own benchmark and not shown here. ``--workers 2`` runs two trials at a time, one
+thread each, so the times of such runs are not comparable and are left out; accuracy is.
+
+A trial changes config fields (``config``) and may change the network (``spec``: fields of
+fast_resnet10's ResNetSpec, registered under a new zoo name in the worker only). Results are
+appended to benchmarks/results/levers.jsonl as each run ends (a run already there is not run
+again) and tabled in benchmarks/results/levers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import statistics
+
+from benchmarks.common import RESULTS
+
+RESULTS_FILE = RESULTS / "levers.jsonl"
+TABLE_FILE = RESULTS / "levers.md"
+BASE = "fast"
+TUNED = dict(whiten_stem=True, lr=0.6)  # what `fast` sets only for fast_resnet10 itself
+TRAIN_IMAGES = 55_000  # Fashion-MNIST's 60,000 less the 5,000 held out for validation
+BUDGET_FLOPS = 10e12  # nominal: 3 x forward FLOPs per image x images trained
+
+TRIALS: dict[str, dict] = {
+    "10 TFLOP": {},
+    "zero-init residual": dict(spec=dict(zero_init_residual=True)),
+    "BN momentum 0.4": dict(spec=dict(norm="batchnorm_m40")),
+    "EMA 0.98": dict(config=dict(ema_decay=0.98)),
+    "batch 128 at lr 0.42": dict(config=dict(batch_size=128, lr=0.42)),
+    "translate 1 px + shifted TTA": dict(config=dict(crop_padding=1, tta_shift=1)),
+    "alternating flips": dict(config=dict(alternate_flips=True)),
+    # cheaper networks, trained for more steps in the same compute
+    "3 stages 16/32/64": dict(spec=dict(depths=(1, 1, 1), widths=(16, 32, 64))),
+    "stage 1 of 8 channels": dict(spec=dict(widths=(8, 32, 64, 128), stem_width=8)),
+}
+
+
+def _register_variant(name: str, spec_changes: dict) -> str:
+    """A zoo name for fast_resnet10 with ``spec_changes``, in this process only."""
+    import torch.nn as nn
+
+    from reslab.models import layers, zoo
+
+    if "batchnorm_m40" not in layers.NORMS:
+        layers.register_norm("batchnorm_m40", lambda c: nn.BatchNorm2d(c, momentum=0.4))
+    model = "fast_resnet10+" + "".join(ch if ch.isalnum() else "_" for ch in name)
+    zoo.SPECS[model] = dataclasses.replace(zoo.SPECS["fast_resnet10"], **spec_changes)
+    return model
+
+
+def overrides_for(name: str, threads: int = 1) -> dict:
+    """The config fields trial ``name`` gives the `fast` preset: its changes, its network's
+    zoo name, and the steps (and epochs) its network takes in the compute budget."""
+    from benchmarks.bench_time_to_accuracy import forward_flops
+    from reslab.training import preset
+
+    trial = TRIALS[name]
+    overrides = dict(trial.get("config", {}), threads=threads)
+    if "spec" in trial:
+        overrides = dict(TUNED, **overrides, model=_register_variant(name, trial["spec"]))
+    config = preset(BASE, **overrides)
+    images = BUDGET_FLOPS / (3 * forward_flops(config, 1, 28, 10))
+    overrides.setdefault("max_steps", int(images // config.batch_size))
+    overrides.setdefault("epochs", math.ceil(images / TRAIN_IMAGES))
+    return overrides
+
+
+def run_trial(name: str, seed: int, threads: int) -> dict:
+    """One trial on one seed (in a worker process): validation and test accuracy."""
+    from benchmarks.bench_time_to_accuracy import one_run
+
+    run = one_run(BASE, seed, overrides_for(name, threads), test_every=10**6)
+    last = run["epochs"][-1]
+    return {"trial": name, "seed": seed, "changes": _changes(TRIALS[name]),
+            "val_acc": last["val_acc"], "test_acc": run["final_test_acc"],
+            "images": last["images"], "train_flops_per_image": run["train_flops_per_image"],
+            "val_curve": [row["val_acc"] for row in run["epochs"]]}
+
+
+def _changes(trial: dict) -> str:
+    parts = [f"{k}={v}" for k, v in trial.get("config", {}).items()]
+    parts += [f"spec.{k}={v}" for k, v in trial.get("spec", {}).items()]
+    return ", ".join(parts) or "(the preset)"
+
+
+def done() -> list[dict]:
+    if not RESULTS_FILE.is_file():
+        return []
+    return [json.loads(line) for line in RESULTS_FILE.read_text().splitlines() if line.strip()]
+
+
+def table(rows: list[dict]) -> str:
+    """Validation accuracy per trial: every seed, mean and the lowest."""
+    by_trial: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        by_trial.setdefault(row["trial"], {})[row["seed"]] = row
+    seeds = sorted({row["seed"] for row in rows})
+    lines = ["| trial | changes | TFLOP | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | mean | lowest |", "|---|---|---|" + "---|" * (len(seeds) + 2)]
+    for name, runs in by_trial.items():
+        accs = [r["val_acc"] for r in runs.values()]
+        tflop = max(r["images"] * r["train_flops_per_image"] for r in runs.values()) / 1e12
+        cells = [f"{runs[s]['val_acc']:.4f}" if s in runs else "" for s in seeds]
+        lines.append(f"| {name} | {next(iter(runs.values()))['changes']} | {tflop:.1f} | "
+                     + " | ".join(cells) + f" | {statistics.mean(accs):.4f} | {min(accs):.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", default=",".join(TRIALS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--list", action="store_true", help="print the table and stop")
+    args = parser.parse_args(argv)
+    names = args.trials.split(",")
+    unknown = [n for n in names if n not in TRIALS]
+    if unknown:
+        parser.error(f"unknown trial {unknown[0]!r}; choose from {', '.join(TRIALS)}")
+    have = {(r["trial"], r["seed"]) for r in done()}
+    todo = [(n, int(s)) for n in names for s in args.seeds.split(",") if (n, int(s)) not in have]
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    if not args.list and todo:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+            futures = [pool.submit(run_trial, n, s, threads) for n, s in todo]
+            for future in concurrent.futures.as_completed(futures):
+                row = future.result()
+                with RESULTS_FILE.open("a") as out:
+                    out.write(json.dumps(row) + "\n")
+                print(f"{row['trial']}, seed {row['seed']}: val {row['val_acc']:.4f}",
+                      flush=True)
+    text = table([r for r in done() if r["trial"] in names])
+    TABLE_FILE.write_text(table(done()))
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
