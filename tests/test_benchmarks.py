@@ -206,11 +206,12 @@ def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
         overrides = levers.overrides_for(name)
         config = preset(levers.BASE, **overrides)
         flops = 3 * forward_flops(config, 1, 28, 10) * config.max_steps * config.batch_size
-        assert 0.99 * levers.BUDGET_FLOPS < flops <= levers.BUDGET_FLOPS, name
+        assert 0.99 * levers.budget(name) < flops <= levers.budget(name), name
         assert config.epochs * levers.TRAIN_IMAGES >= config.max_steps * config.batch_size
     assert not any("," in name for name in levers.TRIALS)  # --trials is comma-separated
     assert levers.overrides_for("10 TFLOP")["max_steps"] == 513  # fast_resnet10: 2.4 epochs
     assert levers.overrides_for("3 stages 16/32/64")["max_steps"] == 711
+    assert levers.overrides_for("16.7 TFLOP")["max_steps"] == 856  # 4 epochs of 214 steps
     spec = levers.overrides_for("zero-init residual")
     assert spec["whiten_stem"] and spec["lr"] == 0.6  # the network's tuned levers stay on
 
