@@ -211,9 +211,11 @@ def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
     assert not any("," in name for name in levers.TRIALS)  # --trials is comma-separated
     assert levers.overrides_for("10 TFLOP")["max_steps"] == 513  # fast_resnet10: 2.4 epochs
     assert levers.overrides_for("3 stages 16/32/64")["max_steps"] == 711
+    assert levers.overrides_for("batch 128 at lr 0.42 for 3 epochs")["max_steps"] == 1287  # 3 x 429
     assert levers.overrides_for("16.7 TFLOP")["max_steps"] == 856  # 4 epochs of 214 steps
     spec = levers.overrides_for("zero-init residual")
     assert spec["whiten_stem"] and spec["lr"] == 0.6  # the network's tuned levers stay on
+    assert levers.overrides_for("batch 64 at lr 0.3")["lr"] == 0.3
 
 
 def test_the_lever_table_shows_validation_only():
@@ -221,9 +223,13 @@ def test_the_lever_table_shows_validation_only():
 
     rows = [{"trial": t, "seed": s, "changes": c, "val_acc": v, "test_acc": 0.5,
              "images": 100, "train_flops_per_image": 1e10}
-            for t, c, s, v in [("a", "(the preset)", 0, 0.93), ("a", "(the preset)", 1, 0.91),
-                               ("b", "lr=1", 1, 0.92)]]
-    text = levers.table(rows)
-    assert "| a | (the preset) | 1.0 | 0.9300 | 0.9100 | 0.9200 | 0.9100 |" in text
-    assert "| b | lr=1 | 1.0 |  | 0.9200 | 0.9200 | 0.9200 |" in text
+            for t, c, s, v in [("a", "(the recipe)", 0, 0.93), ("a", "(the recipe)", 1, 0.91),
+                               ("b", "lr=1", 1, 0.92), ("b", "lr=1", 2, 0.90)]]
+    text = levers.table(rows)  # the means are over seed 1 only, the seed both trials have
+    assert "| mean (seeds 1) | lowest (seeds 1) |" in text
+    assert "| a | (the recipe) | 1.0 | 0.9300 | 0.9100 |  | 0.9100 | 0.9100 |" in text
+    assert "| b | lr=1 | 1.0 |  | 0.9200 | 0.9000 | 0.9200 | 0.9200 |" in text
     assert "0.5000" not in text
+    budgets = levers.report(rows + [dict(rows[0], trial="c", images=200)])
+    assert budgets.index("At 1 TFLOP:") < budgets.index("| a |") < budgets.index("At 2 TFLOP:")
+    assert budgets.index("At 2 TFLOP:") < budgets.index("| c |")
