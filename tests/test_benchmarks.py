@@ -213,6 +213,7 @@ def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
     assert levers.overrides_for("3 stages 16/32/64")["max_steps"] == 711
     assert levers.overrides_for("batch 128 at lr 0.42 for 3 epochs")["max_steps"] == 1287  # 3 x 429
     assert levers.overrides_for("16.7 TFLOP")["max_steps"] == 856  # 4 epochs of 214 steps
+    assert levers.overrides_for("batch 128 at lr 0.42 for 4 epochs")["max_steps"] == 1716
     spec = levers.overrides_for("zero-init residual")
     assert spec["whiten_stem"] and spec["lr"] == 0.6  # the network's tuned levers stay on
     assert levers.overrides_for("batch 64 at lr 0.3")["lr"] == 0.3
