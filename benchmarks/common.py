@@ -74,6 +74,7 @@ def emulated(dtype: torch.dtype) -> bool:
     AVX2-only CPU: ~1 GFLOP/s), where a large product would take minutes to time."""
     n = 256
     a = torch.randn(n, n).to(dtype)
+    torch.mm(a, a)  # the first call builds the kernel (oneDNN's JIT): not its rate
     start = time.perf_counter()
     torch.mm(a, a)
     return 2 * n**3 / (time.perf_counter() - start) < 10e9

@@ -14,9 +14,9 @@ are not comparable and are left out; accuracy is.
 
 A trial changes config fields (``config``), may change the network (``spec``: fields of
 fast_resnet10's ResNetSpec, registered under a new zoo name in the worker only) and may
-spend another budget (``tflop``). Results are appended to benchmarks/results/levers.jsonl as
-each run ends (a run already there is not run again) and tabled in
-benchmarks/results/levers.md.
+train whole epochs instead of the budget (``epochs``). Results are appended to
+benchmarks/results/levers.jsonl as each run ends (a run already there is not run again) and
+tabled in benchmarks/results/levers.md.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import os
 import statistics
 
 from benchmarks.common import RESULTS
+from benchmarks.report import markdown_table
+from reslab.io import atomic_write_text
 
 RESULTS_FILE = RESULTS / "levers.jsonl"
 TABLE_FILE = RESULTS / "levers.md"
@@ -39,9 +41,7 @@ BASE = "fast"
 # the whitening stem; these levers are what the preset sets for fast_resnet10 only), so the
 # table keeps its meaning when the preset itself changes
 RECIPE = dict(whiten_stem=True, lr=0.6, batch_size=256)
-# an epoch of Fashion-MNIST's 55,000 training images (5,000 held out) at batch 256, whose
-# last part-batch is dropped
-TRAIN_IMAGES = 214 * 256
+TRAIN_SPLIT = 55_000  # Fashion-MNIST's training images less the 5,000 held out
 BUDGET_FLOPS = 10e12  # nominal: 3 x forward FLOPs per image x images trained
 
 TRIALS: dict[str, dict] = {
@@ -52,11 +52,10 @@ TRIALS: dict[str, dict] = {
     "batch 128 at lr 0.42": dict(config=dict(batch_size=128, lr=0.42)),
     "batch 128 at lr 0.6": dict(config=dict(batch_size=128, lr=0.6)),
     "batch 64 at lr 0.3": dict(config=dict(batch_size=64, lr=0.3)),
-    # the preset's 3 epochs (12.5 TFLOP) at batch 128
-    "batch 128 at lr 0.42 for 3 epochs": dict(config=dict(batch_size=128, lr=0.42), tflop=12.54),
-    # the recipe over more compute: 4 epochs
-    "16.7 TFLOP": dict(tflop=16.69),
-    "batch 128 at lr 0.42 for 4 epochs": dict(config=dict(batch_size=128, lr=0.42), tflop=16.72),
+    # more compute: the preset's 3 epochs (12.5 TFLOP) at batch 128, and 4 epochs
+    "batch 128 at lr 0.42 for 3 epochs": dict(config=dict(batch_size=128, lr=0.42), epochs=3),
+    "16.7 TFLOP": dict(epochs=4),
+    "batch 128 at lr 0.42 for 4 epochs": dict(config=dict(batch_size=128, lr=0.42), epochs=4),
     # cheaper networks, trained for more steps in the same compute
     "3 stages 16/32/64": dict(spec=dict(depths=(1, 1, 1), widths=(16, 32, 64))),
 }
@@ -77,7 +76,7 @@ def _register_variant(name: str, spec_changes: dict) -> str:
 
 def overrides_for(name: str, threads: int = 1) -> dict:
     """The config fields trial ``name`` gives the `fast` preset: its changes, its network's
-    zoo name, and the steps (and epochs) its network takes in the compute budget."""
+    zoo name, and its steps: its whole epochs, or what its network takes in the budget."""
     from benchmarks.bench_time_to_accuracy import forward_flops
     from reslab.training import preset
 
@@ -86,15 +85,12 @@ def overrides_for(name: str, threads: int = 1) -> dict:
     if "spec" in trial:
         overrides["model"] = _register_variant(name, trial["spec"])
     config = preset(BASE, **overrides)
-    images = budget(name) / (3 * forward_flops(config, 1, 28, 10))
-    overrides.setdefault("max_steps", int(images // config.batch_size))
-    overrides.setdefault("epochs", math.ceil(images / TRAIN_IMAGES))
-    return overrides
-
-
-def budget(name: str) -> float:
-    """Nominal training FLOPs trial ``name`` may spend."""
-    return TRIALS[name].get("tflop", BUDGET_FLOPS / 1e12) * 1e12
+    steps_per_epoch = TRAIN_SPLIT // config.batch_size  # the last part-batch is dropped
+    if "epochs" in trial:
+        steps = trial["epochs"] * steps_per_epoch
+    else:
+        steps = int(BUDGET_FLOPS / (3 * forward_flops(config, 1, 28, 10)) // config.batch_size)
+    return overrides | dict(max_steps=steps, epochs=math.ceil(steps / steps_per_epoch))
 
 
 def run_trial(name: str, seed: int, threads: int) -> dict:
@@ -130,16 +126,16 @@ def table(rows: list[dict]) -> str:
     seeds = sorted({row["seed"] for row in rows})
     common = sorted(set.intersection(*(set(runs) for runs in by_trial.values())))
     over = ", ".join(map(str, common))
-    lines = ["| trial | changes | TFLOP | " + " | ".join(f"seed {s}" for s in seeds)
-             + f" | mean (seeds {over}) | lowest (seeds {over}) |",
-             "|---|---|---|" + "---|" * (len(seeds) + 2)]
+    header = ["trial", "changes", "TFLOP", *(f"seed {s}" for s in seeds),
+              f"mean (seeds {over})", f"lowest (seeds {over})"]
+    body = []
     for name, runs in by_trial.items():
         accs = [runs[s]["val_acc"] for s in common]
         tflop = max(r["images"] * r["train_flops_per_image"] for r in runs.values()) / 1e12
         cells = [f"{runs[s]['val_acc']:.4f}" if s in runs else "" for s in seeds]
-        lines.append(f"| {name} | {next(iter(runs.values()))['changes']} | {tflop:.1f} | "
-                     + " | ".join(cells) + f" | {statistics.mean(accs):.4f} | {min(accs):.4f} |")
-    return "\n".join(lines) + "\n"
+        body.append([name, next(iter(runs.values()))["changes"], f"{tflop:.1f}", *cells,
+                      f"{statistics.mean(accs):.4f}", f"{min(accs):.4f}"])
+    return markdown_table(header, body) + "\n"
 
 
 def report(rows: list[dict]) -> str:
@@ -177,9 +173,9 @@ def main(argv: list[str] | None = None) -> None:
                     out.write(json.dumps(row) + "\n")
                 print(f"{row['trial']}, seed {row['seed']}: val {row['val_acc']:.4f}",
                       flush=True)
-    text = report([r for r in done() if r["trial"] in names])
-    TABLE_FILE.write_text(report(done()))
-    print(text, end="")
+    rows = done()
+    atomic_write_text(TABLE_FILE, report(rows))
+    print(report([r for r in rows if r["trial"] in names]), end="")
 
 
 if __name__ == "__main__":

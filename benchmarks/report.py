@@ -19,7 +19,7 @@ from reslab.io import atomic_write_text
 DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
@@ -47,7 +47,7 @@ def training(r: dict) -> str:
                          for kind, m in r.get("measured_peaks", {}).items())
     return (f"Matrix-multiply peak (the faster of {measured or 'torch.mm'}; GFLOP/s): fp32 "
             f"{peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f}. {machine(r)}.\n\n"
-            + _table(["case", "step", "images/s (median)", "vs reference", "MFU"], rows))
+            + markdown_table(["case", "step", "images/s (median)", "vs reference", "MFU"], rows))
 
 
 def inference(r: dict) -> str:
@@ -62,7 +62,7 @@ def inference(r: dict) -> str:
                          f"{v['latency_ms']['median']:.1f}", f"{v['latency_ratio']:.2f}x",
                          f"{v['batch64_images_per_s']['median']:.1f}",
                          f"{v['throughput_speedup']:.2f}x"])
-    return f"{machine(r)}.\n\n" + _table(
+    return f"{machine(r)}.\n\n" + markdown_table(
         ["model (3x224x224)", "path", "batch-1 latency ms", "vs reference",
          "batch-64 images/s", "vs reference"], rows)
 
@@ -94,7 +94,7 @@ def time_to_accuracy(r: dict) -> str:
                    "last." if p.get("test_every", 1) > 1 else ""))
         measured.setdefault(line, []).append(f"`{name}`")
     where = "\n".join(f"- {', '.join(names)}: {line}" for line, names in measured.items())
-    text = (where + "\n\n" + _table(header, rows)
+    text = (where + "\n\n" + markdown_table(header, rows)
             + (f"\n\nTraining step alone (one batch in memory): {steps}." if steps else ""))
     if "ablation" in r:
         a = r["ablation"]
@@ -103,7 +103,8 @@ def time_to_accuracy(r: dict) -> str:
         seed = r["presets"][a["preset"]]["runs"][0]["seed"]
         text += (f"\n\nAblation of `{a['preset']}` (seed {seed}; each lever switched off in "
                  "turn):\n\n"
-                 + _table(["run", "final test acc"] + [f"to {t:.0%}" for t in targets], rows))
+                 + markdown_table(["run", "final test acc"]
+                                  + [f"to {t:.0%}" for t in targets], rows))
     if "d2l" in r:
         d = r["d2l"]
         text += (f"\n\n`d2l` preset (one run): final test accuracy {d['final_test_acc']:.4f} "
@@ -142,13 +143,13 @@ def _every(target: dict, seeds: int) -> str:
 def memory(r: dict) -> str:
     rows = [[label, f"{mib:,.0f}"] for label, mib in r["peak_rss_mib"].items()]
     return (f"{r['steps']} training steps per run. {machine(r)}.\n\n"
-            + _table(["process", "peak RSS MiB"], rows)
+            + markdown_table(["process", "peak RSS MiB"], rows)
             + f"\n\nreslab's d2l preset / the reference: {r['d2l_vs_reference']:.2f}x.")
 
 
 def pipeline(r: dict) -> str:
     rows = [[x["case"], f"{x['images_per_s']:,}"] for x in r["results"]]
-    return f"One thread. {machine(r)}.\n\n" + _table(["case", "images/s"], rows)
+    return f"One thread. {machine(r)}.\n\n" + markdown_table(["case", "images/s"], rows)
 
 
 RENDER: dict[str, Callable[[dict], str]] = {

@@ -197,17 +197,22 @@ def zoo_left_as_found(monkeypatch):
 
 
 def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
-    """A trial's steps come from the 10-TFLOP budget: a cheaper network trains for longer."""
+    """A trial's steps come from the 10-TFLOP budget (a cheaper network trains for longer), or
+    are whole epochs of its batch size."""
     from benchmarks import levers
     from benchmarks.bench_time_to_accuracy import forward_flops
     from reslab.training import preset
 
-    for name in levers.TRIALS:
-        overrides = levers.overrides_for(name)
-        config = preset(levers.BASE, **overrides)
-        flops = 3 * forward_flops(config, 1, 28, 10) * config.max_steps * config.batch_size
-        assert 0.99 * levers.budget(name) < flops <= levers.budget(name), name
-        assert config.epochs * levers.TRAIN_IMAGES >= config.max_steps * config.batch_size
+    for name, trial in levers.TRIALS.items():
+        config = preset(levers.BASE, **levers.overrides_for(name))
+        steps_per_epoch = levers.TRAIN_SPLIT // config.batch_size
+        if "epochs" in trial:
+            assert config.max_steps == trial["epochs"] * steps_per_epoch, name
+        else:
+            flops = 3 * forward_flops(config, 1, 28, 10) * config.max_steps * config.batch_size
+            assert 0.99 * levers.BUDGET_FLOPS < flops <= levers.BUDGET_FLOPS, name
+        assert (config.epochs - 1) * steps_per_epoch < config.max_steps
+        assert config.max_steps <= config.epochs * steps_per_epoch
     assert not any("," in name for name in levers.TRIALS)  # --trials is comma-separated
     assert levers.overrides_for("10 TFLOP")["max_steps"] == 513  # fast_resnet10: 2.4 epochs
     assert levers.overrides_for("3 stages 16/32/64")["max_steps"] == 711
