@@ -85,6 +85,28 @@ def test_degradation_report_with_per_iteration_curves(tmp_path, small_data, figu
         (out / "report.md").read_text()
 
 
+def test_degradation_at_a_lower_side_trains_and_validates_on_resized_images(
+        tmp_path, small_data, monkeypatch):
+    from reslab.models.build import ResNet
+
+    seen = set()
+    forward = ResNet.forward
+    monkeypatch.setattr(ResNet, "forward",
+                        lambda self, x: seen.add(tuple(x.shape[1:])) or forward(self, x))
+    out = tmp_path / "degradation"
+    run("degradation", out, quick=True, data=small_data, depths=(8,), seeds=(0,), side=14,
+        log_every=2, val_every=4, **TINY)
+    assert seen == {(1, 14, 14)}  # training, the probe's validation points and the test
+    assert "(256 training images, resized to 14x14)" in (out / "report.md").read_text()
+    config = json.loads((out / "runs" / "resnet8-seed0" / "config.json").read_text())["config"]
+    assert config["resize"] == 14 and config["crop_padding"] == 2  # crops at 28, then resizes
+    plan = degradation.Degradation().plan(
+        degradation.DegradationSettings(depths=(20,), seeds=(0,), side=14), small_data)
+    assert {run.config.resize for run in plan} == {14}
+    assert problems(degradation.DegradationSettings(side=4)) == [
+        "side must be an integer >= 8, got 4"]
+
+
 def _epoch_error(out, key, epoch):
     rows = [json.loads(line) for line in
             (out / "runs" / key / "metrics.jsonl").read_text().splitlines()]

@@ -11,7 +11,7 @@ How a README command is scaled down to the fixtures (conftest's tiny generated d
   commands are typed without ``--data-dir`` or ``--val-size``;
 - a new training run (``reslab train`` without ``--resume``, ``reslab.train(...)`` without
   ``resume=``) trains at batch 16 unless it gives a batch size (6 steps an epoch) and 1 epoch
-  unless it gives ``--epochs`` (the presets' 3 to 10); ``--preset d2l`` gets ``--resize 32``
+  unless it gives ``--epochs`` (the presets' 4 to 10); ``--preset d2l`` gets ``--resize 32``
   (96x96: the same network at a ninth of the cost); the long ``--epochs`` of EPOCHS become 1
   and 2 (an extension stays one), and reslab.train's ``epochs`` of API_EPOCHS likewise;
   ``train_subset=2000`` is dropped and a ``--train-subset`` becomes 64 (the fixture has 100
@@ -213,7 +213,7 @@ def shrink(args: list[str]) -> list[str]:
             for i, a in enumerate(args)]
     if args[0] == "train" and "--resume" not in args:
         args += [] if "--batch-size" in args else ["--batch-size", str(BATCH)]
-        args += [] if "--epochs" in args else ["--epochs", "1"]  # a preset's 3 to 10
+        args += [] if "--epochs" in args else ["--epochs", "1"]  # a preset's 4 to 10
         if "--preset" in args and args[args.index("--preset") + 1] == "d2l":
             args += ["--resize", "32"]
     if args[0] == "experiment" and "--set" not in args:

@@ -153,10 +153,10 @@ def test_a_presets_tuned_levers_apply_only_to_the_network_they_were_tuned_for():
     from reslab.training.config import PLAIN_LR, preset_notes
 
     own = preset("fast")
-    assert (own.model, own.whiten_stem, own.lr, own.epochs) == ("fast_resnet10", True, 0.6, 3)
+    assert (own.model, own.whiten_stem, own.lr, own.epochs) == ("fast_resnet10", True, 0.6, 4)
     assert preset("fast", model="fast_resnet10") == own
     other = preset("fast", model="resnet20")  # the plain recipe, the preset's length
-    assert (other.whiten_stem, other.lr, other.epochs) == (False, PLAIN_LR, 3)
+    assert (other.whiten_stem, other.lr, other.epochs) == (False, PLAIN_LR, 4)
     assert (other.optimizer, other.nesterov, other.schedule) == ("sgd", True, "onecycle")
     best = preset("best", model="d2l_resnet18")  # generic augmentation stays
     assert (best.whiten_stem, best.lr, best.erase, best.crop_padding) == (False, 0.05, 0.5, 2)

@@ -86,14 +86,16 @@ def _first(split: ImageSplit, n: int | None) -> ImageSplit:
 
 
 def cifar_spec(depth: int, data: Dataset, *, plain: bool = False, width: int = 16,
-               **changes: Any) -> ResNetSpec:
-    """He et al. 2015's CIFAR network of ``depth`` = 6n + 2 layers, sized for ``data``:
-    three stages of n units of width w, 2w, 4w; option-A shortcuts, or none when ``plain``."""
+               side: int | None = None, **changes: Any) -> ResNetSpec:
+    """He et al. 2015's CIFAR network of ``depth`` = 6n + 2 layers, sized for ``data`` (its
+    images resized to ``side``, if given): three stages of n units of width w, 2w, 4w; option-A
+    shortcuts, or none when ``plain``."""
     if depth < 8 or (depth - 2) % 6:
         raise ConfigError(f"CIFAR-style depths are 6n + 2 (8, 14, 20, 32, 44, 56, 110...), "
                           f"got {depth}")
     n = (depth - 2) // 6
-    channels, side, _ = data.image_shape
+    channels, native, _ = data.image_shape
+    side = side or native
     return get_spec("resnet20").replace(
         depths=(n, n, n), widths=(width, 2 * width, 4 * width), stem_width=width,
         shortcut="none" if plain else "pad", in_channels=channels,

@@ -42,6 +42,10 @@ class DegradationSettings(TrainingSettings):
     depths: tuple[int, ...] = setting((20, 56), "CIFAR-style depths 6n + 2 (20, 32, 44, 56, "
                                       "110...)", low=8)
     width: int = setting(16, "channels of the first stage (the paper's 16)")
+    # a lower side cuts each image's cost 4x at 14 (benchmarks/degradation_cost.py), so the
+    # budget buys the iterations on all training images where depth, not data, limits training
+    side: int | None = setting(None, "input side the images are resized to (none: as they are)",
+                               low=8)
     epochs: int = setting(80, "epochs of each run")
     # measured: without it resnet56 sits at 85% training error for its first 38 iterations
     # (resnet20: 55%); with it the two are level after 150
@@ -59,8 +63,8 @@ class IterationCurve(Probe):
     batches in training mode, as the paper plots it), and validation error every ``val_every``
     steps. A resumed run starts its first window afresh."""
 
-    def __init__(self, data: Dataset, every: int, val_every: int):
-        self.data, self.every, self.val_every = data, every, val_every
+    def __init__(self, data: Dataset, every: int, val_every: int, side: int | None = None):
+        self.data, self.every, self.val_every, self.side = data, every, val_every, side
         self.window = [0.0, 0, 0]  # loss sum, correct, images since the last point
         self.loader: BatchLoader | None = None
 
@@ -79,7 +83,7 @@ class IterationCurve(Probe):
     def _val(self, state) -> BatchLoader:
         if self.loader is None:
             self.loader = BatchLoader(self.data.val, 256, train=False, mean=self.data.mean,
-                                      std=self.data.std, device=state.device,
+                                      std=self.data.std, resize=self.side, device=state.device,
                                       channels_last=state.config.channels_last)
         return self.loader
 
@@ -110,9 +114,10 @@ class Degradation(Experiment):
                     warm = dict(warmup_lr=0.01) if depth >= 110 else {}
                     runs.append(PlannedRun(
                         f"{name}-seed{seed}", name,
-                        seeded(cifar_spec(depth, data, plain=plain, width=s.width), seed),
-                        paper_recipe(s, data, seed=seed, **warm),
-                        probe=IterationCurve(data, s.log_every, s.val_every),
+                        seeded(cifar_spec(depth, data, plain=plain, width=s.width,
+                                          side=s.side), seed),
+                        paper_recipe(s, data, seed=seed, resize=s.side, **warm),
+                        probe=IterationCurve(data, s.log_every, s.val_every, s.side),
                         info=dict(net=name, depth=depth, plain=plain, seed=seed)))
         return runs
 
@@ -142,8 +147,9 @@ class Degradation(Experiment):
         description = (
             f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
             f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
-            f"({len(data.train):,} training images) with one recipe: SGD lr {s.lr}, momentum "
-            f"0.9, weight decay 1e-4, batch {s.batch_size}, {count(s.epochs, 'epoch')} "
+            f"({len(data.train):,} training images{_resized(s.side)}) with one recipe: SGD lr "
+            f"{s.lr}, momentum 0.9, weight decay 1e-4, batch {s.batch_size}, "
+            f"{count(s.epochs, 'epoch')} "
             f"({count(steps, 'iteration')}), {_warmup(first.run.config, steps)}lr / 10 at "
             f"50% and 75% of them; each net once per seed ({', '.join(map(str, s.seeds))}), "
             "the table giving mean ± standard deviation over the seeds. Training error is the "
@@ -189,6 +195,10 @@ def _does_not_show(s: DegradationSettings, steps: int, images: int) -> list[str]
             "looks at the first).",
             "A gap within the seeds' spread, either way: with "
             f"{count(len(s.seeds), 'seed')} the spread itself is a rough estimate."]
+
+
+def _resized(side: int | None) -> str:
+    return f", resized to {side}x{side}" if side else ""
 
 
 def _warmup(config: TrainConfig, steps: int) -> str:
