@@ -380,13 +380,35 @@ USER_FILES = ["shoe.png", "shirt.jpg", "test0.png", "test1.png", "ankle-boot.png
               "resnet18-f37072fd.pth", "photos/", "runs/shoes/"]
 
 
+def _text(step: Step) -> str:
+    return " ".join(commands(step)) if step.kind == "shell" else step.text
+
+
+def _slow_steps() -> set[str]:
+    """The ids of the steps that train or read what a training run left: the README's runs/,
+    the run listing, and anything an earlier such step wrote (``export runs/r18 --folder
+    r18-timm`` makes ``r18-timm``, which ``predict r18-timm`` then reads)."""
+    slow, made = set(), set()
+    for step in STEPS:
+        text = _text(step)
+        refused = step.pasted and all(line.startswith("reslab: error:") for line in step.pasted)
+        reads_made = any(re.search(rf"(^|\s){re.escape(path)}(\s|/|$)", text) for path in made)
+        if refused and "runs/" not in text and not reads_made:  # refused before any work
+            continue
+        if reads_made or re.search(
+                r"reslab train\b|reslab\.train\(|runs/|reslab runs\b|--quick|data show|grow",
+                text):
+            slow.add(step.id)
+            made |= set(re.findall(r"--(?:out|folder|onnx) (\S+)", text))
+    return slow
+
+
 def trains(step: Step) -> bool:
-    """Whether a step trains or reads what a training run left (the README's runs/...)."""
-    text = " ".join(commands(step)) if step.kind == "shell" else step.text
-    refused = step.pasted and all(line.startswith("reslab: error:") for line in step.pasted)
-    if refused and "runs/" not in text:  # refused before any work
-        return False
-    return bool(re.search(r"reslab train\b|reslab\.train\(|runs/|--quick|data show|grow", text))
+    """Whether a step trains or reads what a training run left (``_slow_steps``)."""
+    return step.id in SLOW
+
+
+SLOW = _slow_steps()
 
 
 class Runner:
