@@ -146,6 +146,16 @@ def test_findings_state_both_halves_against_the_seed_spread():
         make_rows([0.15], [0.10], [0.06], [0.12]), 100)[2]
 
 
+def test_long_training_curves_are_pooled_to_a_readable_number_of_points():
+    # two seeds' running averages at steps 5..50; pooled 3 at a time, placed at the last step
+    seeds = [[(5 * i, 0.1 * i) for i in range(1, 11)], [(5 * i, 0.3 * i) for i in range(1, 11)]]
+    steps, errors = degradation._mean_curve(seeds, pool=3)
+    assert steps == [15, 30, 45]  # the 10th point, not a whole pool, is left out
+    assert errors == pytest.approx([40.0, 100.0, 160.0])  # 100 * mean of (0.2i) over each three
+    assert degradation._pooled(log_every=5, steps=4290) == 5  # 858 points -> 171 plotted
+    assert degradation._pooled(log_every=4, steps=80) == 1  # quick runs: every point
+
+
 def test_settings_are_checked(tmp_path, small_data):
     with pytest.raises(ConfigError, match="unknown experiment setting 'depth'.*depths"):
         run("degradation", tmp_path / "a", data=small_data, depth=20)
@@ -165,8 +175,10 @@ def test_modes():
     experiment = degradation.EXPERIMENT
     assert experiment.mode_names() == ["full", "quick", "long"]
     full, long = experiment.resolve("full", {}), experiment.resolve("long", {"seeds": "0,1,2"})
-    assert (full.epochs, full.seeds, full.depths, full.train_size) == (80, (0, 1), (20, 56), 2500)
+    assert (full.epochs, full.seeds, full.depths, full.train_size) == (10, (0, 1), (20, 56), None)
+    assert (full.width, full.side, full.warmup_epochs) == (4, 14, 1.0)  # the measured setting
     assert long.epochs > full.epochs and long.seeds == (0, 1, 2) and long.train_size is None
+    assert (long.width, long.side) == (16, None)  # the paper's nets on the images as they are
     with pytest.raises(ConfigError, match="degradation has modes full, quick, long; got 'fast'"):
         experiment.resolve("fast", {})
 
@@ -187,8 +199,8 @@ def test_every_net_warms_up_alike_and_resnet110_also_as_the_paper_does(small_dat
     plan = experiment.plan(experiment.resolve("full", {"depths": (20, 110), "seeds": (0,)}),
                            small_data)
     warmups = {r.key: (r.config.warmup_epochs, r.config.warmup_lr) for r in plan}
-    assert warmups == {"plain20-seed0": (2.0, None), "plain110-seed0": (2.0, 0.01),
-                       "resnet20-seed0": (2.0, None), "resnet110-seed0": (2.0, 0.01)}
+    assert warmups == {"plain20-seed0": (1.0, None), "plain110-seed0": (1.0, 0.01),
+                       "resnet20-seed0": (1.0, None), "resnet110-seed0": (1.0, 0.01)}
     paper = experiment.plan(experiment.resolve("full", {"warmup_epochs": 0}), small_data)
     assert {r.config.warmup_epochs for r in paper} == {0.0}
 
