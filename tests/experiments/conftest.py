@@ -74,7 +74,7 @@ def check_report(out: Path, results: dict) -> None:
     assert closing.count("- **Does not show:** ") == \
         len(saved["does_not_show"]) + saved["quick"]  # quick mode adds its own
     assert saved["table"] in report and "\n|---" in saved["table"]  # a markdown table
-    assert 1 <= len(saved["findings"]) <= 4 and all(f in report for f in saved["findings"])
+    assert 1 <= len(saved["findings"]) <= 5 and all(f in report for f in saved["findings"])
     assert saved["figures"]
     for figure in saved["figures"]:
         assert f"]({figure})" in report

@@ -10,7 +10,7 @@ from .conftest import TINY, check_figure, check_report
 def test_orderings_report(tmp_path, small_data, figures):
     out = tmp_path / "orderings"
     results = run("orderings", out, quick=True, data=small_data, depth=8, seeds=(0, 1),
-                  **TINY | dict(epochs=1))
+                  reference_epochs=2, **TINY | dict(epochs=1))
     check_report(out, results)
     check_figure(figures["orderings.png"], "test error (%, test images here)",
                  "test error (%, CIFAR-10 test set)")
@@ -27,19 +27,34 @@ def test_orderings_report(tmp_path, small_data, figures):
             in results["table"]
     # header, rule, five orderings
     assert [line.startswith("|") for line in results["table"].splitlines()].count(True) == 7
-    assert len(list((out / "runs").iterdir())) == 10
+    assert len(list((out / "runs").iterdir())) == 11  # 5 orderings x 2 seeds, the reference
     assert results["net"] == "resnet8" and results["settings"]["depth"] == 8
-    # one finding for the best ordering, one for each of the paper's three claims
-    assert len(results["findings"]) == 4 and "(b) BN after addition" in results["findings"][1]
+    # the best ordering, each of the paper's three claims, how near trained the nets are
+    assert len(results["findings"]) == 5 and "(b) BN after addition" in results["findings"][1]
+    reference = results["reference"]
+    assert (reference["ordering"], reference["seed"], reference["epochs"]) == ("original", 0, 2)
+    best = min(r["test_error_mean"] for r in rows)
+    assert f"points from (a) trained 2 epochs ({100 * reference['test_error']:.2f}%, seed 0)" \
+        in results["findings"][4]
+    assert f"{100 * (best - reference['test_error']):+.2f} points" in results["findings"][4]
+    legend = [t.get_text() for t in figures["orderings.png"].legends[0].get_texts()]
+    assert "here: (a) trained 2 epochs" in legend
+    metrics = (out / "runs" / "original-reference" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 2  # the reference trains its own epochs, not the comparison's one
 
 
 def test_the_full_mode_is_deep_and_seeded(small_data):
     s = orderings.EXPERIMENT.resolve("full", {})
     assert (s.depth, s.seeds, s.schedule) == (56, (0, 1, 2), "onecycle")
-    configs = [run.config for run in orderings.EXPERIMENT.plan(s, small_data)]
-    assert len(configs) == 15
-    assert all((c.schedule, c.milestones, c.lr, c.warmup_epochs) == ("onecycle", (), 0.1, 1.0)
-               for c in configs)  # one-cycle rises over its first of 3 epochs
+    assert (s.width, s.side, s.train_size, s.epochs) == (8, 14, None, 4)  # the measured setting
+    plan = orderings.EXPERIMENT.plan(s, small_data)
+    configs = [run.config for run in plan]
+    assert len(configs) == 16  # 5 orderings x 3 seeds, then (a) trained longer
+    assert all((c.schedule, c.milestones, c.lr, c.warmup_epochs, c.resize) ==
+               ("onecycle", (), 0.1, 1.0, 14) for c in configs)  # rising over the first epoch
+    assert [c.epochs for c in configs] == [4] * 15 + [20]
+    assert (plan[-1].key, plan[-1].info["ordering"], plan[-1].info["seed"]) == \
+        ("original-reference", "original", 0)
     steps = orderings.EXPERIMENT.resolve("full", {"schedule": "multistep"})
     config = orderings.EXPERIMENT.plan(steps, small_data)[0].config
     iterations = steps.epochs * (len(small_data.train) // steps.batch_size)

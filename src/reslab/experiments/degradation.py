@@ -31,6 +31,7 @@ from reslab.experiments.report import (
     noise,
     percent,
     percent_pm,
+    resized,
     spread,
 )
 from reslab.runtime.evaluate import evaluate
@@ -150,7 +151,7 @@ class Degradation(Experiment):
         description = (
             f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
             f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
-            f"({len(data.train):,} training images{_resized(s.side)}) with one recipe: SGD lr "
+            f"({len(data.train):,} training images{resized(s.side)}) with one recipe: SGD lr "
             f"{s.lr}, momentum 0.9, weight decay 1e-4, batch {s.batch_size}, "
             f"{count(s.epochs, 'epoch')} "
             f"({count(steps, 'iteration')}), {_warmup(first.run.config, steps)}lr / 10 at "
@@ -191,7 +192,7 @@ def _shows(rows: list[dict[str, Any]], s: DegradationSettings, steps: int, image
 def _does_not_show(s: DegradationSettings, steps: int, images: int) -> list[str]:
     return [f"The paper's regime: He et al. train 64k iterations on 50,000 CIFAR-10 images "
             f"of 32x32 with 16 channels in the first stage; here {count(steps, 'iteration')} on "
-            f"{images:,} Fashion-MNIST images{_resized(s.side)}, {s.width} channels. Where the "
+            f"{images:,} Fashion-MNIST images{resized(s.side)}, {s.width} channels. Where the "
             "nets can fit the images (wide nets, few images) both residual nets reach the floor "
             "of augmented training error and depth no longer shows: a residual half missing "
             "in such a setting is not evidence against it.",
@@ -200,10 +201,6 @@ def _does_not_show(s: DegradationSettings, steps: int, images: int) -> list[str]
             "looks at the first).",
             "A gap within the seeds' spread, either way: with "
             f"{count(len(s.seeds), 'seed')} the spread itself is a rough estimate."]
-
-
-def _resized(side: int | None) -> str:
-    return f", resized to {side}x{side}" if side else ""
 
 
 def _warmup(config: TrainConfig, steps: int) -> str:

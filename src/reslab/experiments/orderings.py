@@ -27,9 +27,12 @@ from reslab.experiments.report import (
     noise,
     percent,
     percent_pm,
+    resized,
     spread,
 )
 from reslab.models import Ordering
+
+REFERENCE = "original-reference"  # the key of the longer run of (a)
 
 # He et al. 2016, Table 2: ResNet-110 test error (%) on CIFAR-10, by ordering (Fig. 4 a-e)
 PAPER = {
@@ -45,8 +48,14 @@ PAPER = {
 class OrderingSettings(TrainingSettings):
     depth: int = setting(56, "CIFAR-style depth 6n + 2 (the paper's is 110)", low=8)
     width: int = setting(16, "channels of the first stage")
+    side: int | None = setting(None, "input side the images are resized to (none: as they are)",
+                               low=8)
     seeds: tuple[int, ...] = setting((0, 1, 2), "a run of each ordering per seed", low=0)
     epochs: int = setting(3, "epochs of each run")
+    # the yardstick for "near convergence": the paper compares trained nets, so the report
+    # says how far the comparison's best is from what the net reaches given far longer
+    reference_epochs: int = setting(0, "epochs of one longer run of (a), seed 0, that the "
+                                    "comparison is measured against (0: none)", low=0)
     schedule: str = setting("multistep", "learning rate: the paper's steps (/ 10 at 50% and "
                             "75%), or one-cycle (a warm-up, then annealing: more progress in a "
                             "short run)", choices=("multistep", "onecycle"))
@@ -56,28 +65,38 @@ class Orderings(Experiment):
     name = "orderings"
     title = "Orderings: where BN and ReLU sit in a residual unit"
     settings = OrderingSettings
-    # depth 56 x 5 orderings x 3 seeds on a subset (300 iterations a run) in about 40 min of
-    # 2 fp32 cores; with the paper's steps resnet56 is still near 35% accuracy when its rate
-    # drops (measured), so one-cycle, rising over its first third: with a 2-step rise the
-    # seeds of (a) and (c) spread over 7 and 15 points
-    modes = {"full": dict(train_size=6400, val_size=1000, batch_size=64, schedule="onecycle",
-                          warmup_epochs=1.0),
-             "quick": dict(depth=14, seeds=(0, 1), epochs=3, batch_size=64, train_size=2048,
-                           val_size=500, test_size=1000)}
+    # resnet56 at width 8 on all 55,000 images resized to 14x14 (a fifth of width 16's cost
+    # at 28 px: benchmarks/degradation_cost.py), 4 epochs, one-cycle rising over the first:
+    # near convergence, measured against (a) trained 20. On 6,400 images for 300 iterations
+    # (the full mode until 7 December) the nets sat at 19.6-34.4% test error, far from trained
+    modes = {"full": dict(width=8, side=14, epochs=4, schedule="onecycle", warmup_epochs=1.0,
+                          reference_epochs=20),
+             "quick": dict(depth=14, width=8, side=14, seeds=(0, 1), epochs=3, batch_size=64,
+                           train_size=2048, val_size=500, test_size=1000, reference_epochs=6)}
 
     def plan(self, s: OrderingSettings, data: Dataset) -> list[PlannedRun]:
         net = net_name(s.depth, plain=False)
-        return [PlannedRun(f"{ordering.value}-seed{seed}", f"{net} {ordering.value}",
-                           seeded(cifar_spec(s.depth, data, width=s.width, ordering=ordering),
-                                  seed),
-                           paper_recipe(s, data, seed=seed, schedule=s.schedule),
-                           info=dict(ordering=ordering.value, seed=seed))
+
+        def planned(key: str, ordering: Ordering, seed: int, **changes: Any) -> PlannedRun:
+            return PlannedRun(key, f"{net} {ordering.value}",
+                              seeded(cifar_spec(s.depth, data, width=s.width, side=s.side,
+                                                ordering=ordering), seed),
+                              paper_recipe(s, data, seed=seed, schedule=s.schedule,
+                                           resize=s.side, **changes),
+                              info=dict(ordering=ordering.value, seed=seed, **changes))
+
+        runs = [planned(f"{ordering.value}-seed{seed}", ordering, seed)
                 for ordering in PAPER for seed in s.seeds]
+        if s.reference_epochs:
+            runs.append(planned(REFERENCE, Ordering.ORIGINAL, 0, epochs=s.reference_epochs))
+        return runs
 
     def analyse(self, s: OrderingSettings, data: Dataset, runs: dict[str, RunResult],
                 measured: dict[str, Any]) -> Analysis:
         net = net_name(s.depth, plain=False)
         rows = []
+        reference = runs.get(REFERENCE)
+        runs = {key: r for key, r in runs.items() if key != REFERENCE}
         for ordering, (label, paper_error) in PAPER.items():
             group = [r for r in runs.values() if r.info["ordering"] == ordering.value]
             errors = [r.test_error for r in group]
@@ -101,7 +120,7 @@ class Orderings(Experiment):
         description = (
             f"The same {net} (option-A shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width})"
             f" in each of the five unit orderings of He et al. 2016, trained on {data.name} "
-            f"({len(data.train):,} images) with the paper's recipe for "
+            f"({len(data.train):,} images{resized(s.side)}) with the paper's recipe for "
             f"{count(s.epochs, 'epoch')} of batch {s.batch_size}"
             + ("" if s.schedule == "multistep" else
                f", its learning rate on a one-cycle schedule (rising to {s.lr} over "
@@ -111,10 +130,15 @@ class Orderings(Experiment):
             "compare the ranking, not the values. A difference counts when it exceeds the "
             "noise: the seed-to-seed spread of a difference of two runs, and at least the "
             "sampling noise of the test set."
+            + (f" The yardstick: (a) once more (seed 0) for {count(s.reference_epochs, 'epoch')}"
+               f" of the same schedule, {percent(reference.test_error)}% test error: how far "
+               "from trained the compared nets are." if reference else "")
         )
         return Analysis(
-            description=description, table=table, findings=findings(rows, len(data.test)),
-            figures={"orderings.png": (_plot(rows, net, literal(data.name), len(s.seeds)),
+            description=description, table=table,
+            findings=findings(rows, len(data.test)) + _converged(rows, reference, s),
+            figures={"orderings.png": (_plot(rows, net, literal(data.name), len(s.seeds),
+                                             reference),
                                        "Test error by ordering: here (mean ± std over seeds, "
                                        "dots are single runs) and in the paper; the two "
                                        "panels have different scales")},
@@ -126,13 +150,33 @@ class Orderings(Experiment):
                    f"{len(data.test):,} test images)."],
             does_not_show=[
                 "The paper's comparison, which is of converged ResNet-110s on CIFAR-10 "
-                "(6.4-8.2% test error): nets far from trained may rank orderings by how fast "
-                "they start, not by where they end. Compare the test errors here with what "
-                f"{net} reaches when fully trained before reading the ranking as the paper's.",
+                "(6.4-8.2% test error): nets short of trained may rank orderings by how fast "
+                "they start, not by where they end"
+                + (f"; the findings say how far these are from {net} (a) trained "
+                   f"{count(s.reference_epochs, 'epoch')}, which is itself one seed." if reference
+                   else f". Compare the test errors here with what {net} reaches when fully "
+                   "trained (`--set reference_epochs=N`) before reading the ranking as the "
+                   "paper's."),
                 "Why an ordering is better: these are end points, not the optimisation "
                 "curves or the signal propagation the paper argues from.",
                 "A difference within the noise stated in the findings, either way."],
-            results={"net": net, "rows": rows})
+            results={"net": net, "rows": rows, "reference": reference and {
+                "ordering": Ordering.ORIGINAL.value, "seed": 0, "epochs": s.reference_epochs,
+                "test_error": reference.test_error,
+                "train_error": 1 - reference.last["train_acc"]}})
+
+
+def _converged(rows: list[dict[str, Any]], reference: RunResult | None,
+               s: OrderingSettings) -> list[str]:
+    """How near trained the compared nets are: the best ordering against the longer run."""
+    if reference is None:
+        return []
+    best = min(rows, key=lambda r: r["test_error_mean"])
+    gap = best["test_error_mean"] - reference.test_error
+    return [f"Near convergence? The best ordering here, {best['label']}, at "
+            f"{percent(best['test_error_mean'])}% after {count(s.epochs, 'epoch')}, is "
+            f"{gap * 100:+.2f} points from (a) trained {count(s.reference_epochs, 'epoch')} "
+            f"({percent(reference.test_error)}%, seed 0)."]
 
 
 # He et al. 2016's claims: (worse, better than) pairs of orderings, each held only if every
@@ -177,7 +221,8 @@ def findings(rows: list[dict[str, Any]], images: int) -> list[str]:
     return sentences
 
 
-def _plot(rows: list[dict], net: str, data_name: str, seeds: int):
+def _plot(rows: list[dict], net: str, data_name: str, seeds: int,
+          reference: RunResult | None):
     figure, (ours, paper) = new_figure(2, size=(11, 4.8))
     x = range(len(rows))
     names = [r["label"].split(" ", 1)[0] + "\n" + r["ordering"] for r in rows]
@@ -187,6 +232,9 @@ def _plot(rows: list[dict], net: str, data_name: str, seeds: int):
     for i, r in enumerate(rows):
         ours.plot([i] * len(r["test_errors"]), [100 * e for e in r["test_errors"]], "k.",
                   label="here: single runs" if i == 0 else None)
+    if reference:
+        ours.axhline(100 * reference.test_error, color="C2", linestyle="--",
+                     label=f"here: (a) trained {count(reference.run.config.epochs, 'epoch')}")
     ours.set_title(f"here: {net} on {data_name}")
     paper.bar(x, [100 * r["paper_error"] for r in rows], color="C1", alpha=0.7, hatch="//",
               label="He et al. 2016, Table 2")

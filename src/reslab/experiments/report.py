@@ -75,6 +75,11 @@ def spread(a: Sequence[float], b: Sequence[float], floor: float = 0.0) -> float:
     return max(math.hypot(mean_std(a)[1], mean_std(b)[1]), floor)
 
 
+def resized(side: int | None) -> str:
+    """``14`` -> ", resized to 14x14", for a description of the images a net trained on."""
+    return f", resized to {side}x{side}" if side else ""
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub table, its columns padded so it also reads well as plain text."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
