@@ -4,11 +4,14 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from reslab.data import BatchLoader
 from reslab.errors import ConfigError
 from reslab.experiments import degradation, run
 from reslab.experiments.common import cifar_spec, paper_recipe
 from reslab.experiments.report import percent_pm
 from reslab.models import build
+from reslab.runtime.checkpoint import model_from_checkpoint
+from reslab.runtime.evaluate import evaluate
 from reslab.settings import problems
 
 from .conftest import TINY, check_figure, check_report
@@ -80,6 +83,15 @@ def test_degradation_report_with_per_iteration_curves(tmp_path, small_data, figu
     assert results["settings"]["train_size"] == 1280  # quick mode's; the data was smaller
     assert len(results["findings"]) == 3 and "over 2 seeds" in results["findings"][0]
     assert (out / "probes" / "resnet14-seed1.jsonl").is_file()
+    # clean training error: the chosen weights on the training images as they are
+    model, _ = model_from_checkpoint(out / "runs" / "plain14-seed1" / "checkpoints" /
+                                     "best.safetensors")
+    loader = BatchLoader(small_data.train, 64, train=False, mean=small_data.mean,
+                         std=small_data.std)
+    clean = 1 - evaluate(model, loader, len(small_data.classes)).accuracy
+    assert by["plain14"]["clean_train_errors"][1] == pytest.approx(clean)
+    assert results["measured"]["clean_train_errors"]["plain14-seed1"] == pytest.approx(clean)
+    assert percent_pm(by["plain14"]["clean_train_errors"]) in results["table"]
     # a 2-epoch warm-up of a 16-step run, as the engine clips it: the last step at peak rate
     assert "rising linearly over the first 15 iterations (2 of the epochs" in \
         (out / "report.md").read_text()
@@ -117,7 +129,7 @@ def make_rows(plain20, plain56, res20, res56):
     """Rows of four nets, each a list of errors over seeds (train and test alike)."""
     def make(net, depth, plain, errors):
         return {"net": net, "depth": depth, "plain": plain, "train_errors": errors,
-                "test_errors": errors}
+                "clean_train_errors": [e / 2 for e in errors], "test_errors": errors}
     return [make("plain20", 20, True, plain20), make("plain56", 56, True, plain56),
             make("resnet20", 20, False, res20), make("resnet56", 56, False, res56)]
 
@@ -128,6 +140,7 @@ def test_findings_state_both_halves_against_the_seed_spread():
     assert ("plain56 ended with higher training error than plain20 (15.00 ± 0.00% vs "
             "10.00 ± 0.00% over 2 seeds): deeper plain nets degrade, as He et al. 2015 report; "
             "the gap of 5.00 points exceeds the seed-to-seed spread (0.00)") in paper[0]
+    assert paper[0].endswith("Re-evaluated clean: 7.50 ± 0.00% vs 5.00 ± 0.00%.")
     assert "deeper net trains better" in paper[1] and "exceeds" in paper[1]
     assert "lowered test error" in paper[2]
     other = degradation.findings(make_rows([0.15, 0.15], [0.10, 0.10], [0.06, 0.06],

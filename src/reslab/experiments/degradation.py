@@ -124,30 +124,42 @@ class Degradation(Experiment):
                         info=dict(net=name, depth=depth, plain=plain, seed=seed)))
         return runs
 
+    def measure(self, s: DegradationSettings, data: Dataset, runs: dict[str, RunResult]
+                ) -> dict[str, Any]:
+        """Each net's error on the training images as they are (eval mode, no augmentation):
+        whether it can fit them, without the noise of augmented batches and moving weights."""
+        loader = BatchLoader(data.train, 256, train=False, mean=data.mean, std=data.std,
+                             resize=s.side)
+        return {"clean_train_errors": {
+            key: 1 - evaluate(r.fit.model, loader, len(data.classes)).accuracy
+            for key, r in runs.items()}}
+
     def analyse(self, s: DegradationSettings, data: Dataset, runs: dict[str, RunResult],
                 measured: dict[str, Any]) -> Analysis:
         nets: dict[str, list[RunResult]] = defaultdict(list)
         for result in runs.values():
             nets[result.info["net"]].append(result)
-        rows = [_row(group) for group in nets.values()]
+        rows = [_row(group, measured["clean_train_errors"]) for group in nets.values()]
         curves = {key: _curve(r) for key, r in runs.items()}
         first = next(iter(runs.values()))
         steps = first.last["step"]
         pool = _pooled(s.log_every, steps)
         table = markdown_table(
-            ["net", "depth", "params", "train error %", "val error %", "test error %",
-             "train img/s"],
+            ["net", "depth", "params", "train error %", "clean train error %", "val error %",
+             "test error %", "train img/s"],
             [[r["net"], r["depth"], f"{r['params']:,}", percent_pm(r["train_errors"]),
-              percent_pm(r["val_errors"]), percent_pm(r["test_errors"]),
+              percent_pm(r["clean_train_errors"]), percent_pm(r["val_errors"]),
+              percent_pm(r["test_errors"]),
               f"{r['images_per_s']:.0f}"] for r in rows]) + "\n\n" + (
             "*Errors in % of images wrong, mean ± standard deviation over "
             f"{count(len(s.seeds), 'seed')}. Train error: the last epoch's "
             f"{len(data.train):,} training images, counted while training on them (augmented, "
-            "training mode, the weights still moving), not a clean re-evaluation of the final "
-            f"net. Val error: after the last epoch, on {len(data.val):,} held-out training "
-            f"images. Test error: on {len(data.test):,} test images, with the weights of the "
-            "epoch of best validation accuracy. Train img/s: training images per second on "
-            "this machine, over the whole run.*")
+            "training mode, the weights still moving), as the paper plots it. Clean train "
+            "error: the same images as they are, re-evaluated in eval mode with the weights "
+            "the test error uses. Val error: after the last epoch, on "
+            f"{len(data.val):,} held-out training images. Test error: on {len(data.test):,} "
+            "test images, with the weights of the epoch of best validation accuracy. Train "
+            "img/s: training images per second on this machine, over the whole run.*")
         description = (
             f"Plain and residual CIFAR-style networks (He et al. 2015, section 4.2; option-A "
             f"shortcuts, widths {s.width}/{2 * s.width}/{4 * s.width}) trained on {data.name} "
@@ -212,14 +224,15 @@ def _warmup(config: TrainConfig, steps: int) -> str:
             f"({config.warmup_epochs:g} of the epochs; the paper starts at 0.1), ")
 
 
-def _row(group: list[RunResult]) -> dict[str, Any]:
-    """One net over its seeds."""
+def _row(group: list[RunResult], clean: dict[str, float]) -> dict[str, Any]:
+    """One net over its seeds; ``clean``: each run's clean training error, by key."""
     info = group[0].info
     return {
         "net": info["net"], "plain": info["plain"], "depth": info["depth"],
         "params": sum(p.numel() for p in group[0].fit.model.parameters()),
         "seeds": [r.info["seed"] for r in group],
         "train_errors": [1 - r.last["train_acc"] for r in group],
+        "clean_train_errors": [clean[r.run.key] for r in group],
         "val_errors": [1 - r.last["val_acc"] for r in group],
         "test_errors": [r.test_error for r in group],
         "images_per_s": mean_std([throughput(r.fit) for r in group])[0],
@@ -264,9 +277,10 @@ def findings(rows: list[dict[str, Any]], images: int) -> list[str]:
         else:
             weight = (f"the gap of {percent(abs(gap))} points is within the seed-to-seed "
                       f"spread ({percent(margin)}), so {seeds} cannot tell")
+        clean = [percent_pm(r["clean_train_errors"]) for r in (deep, shallow)]
         sentences.append(f"{deep['net']} ended with {relation} training error than "
                          f"{shallow['net']} ({percent_pm(b)}% vs {percent_pm(a)}% over {seeds}): "
-                         f"{verdict}; {weight}.")
+                         f"{verdict}; {weight}. Re-evaluated clean: {clean[0]}% vs {clean[1]}%.")
     depth = max(r["depth"] for r in rows)
     plain = next(r for r in rows if r["plain"] and r["depth"] == depth)
     residual = next(r for r in rows if not r["plain"] and r["depth"] == depth)
