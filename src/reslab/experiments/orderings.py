@@ -161,8 +161,7 @@ class Orderings(Experiment):
                 "curves or the signal propagation the paper argues from.",
                 "A difference within the noise stated in the findings, either way."],
             results={"net": net, "rows": rows, "reference": reference and {
-                "ordering": Ordering.ORIGINAL.value, "seed": 0, "epochs": s.reference_epochs,
-                "test_error": reference.test_error,
+                **reference.info, "test_error": reference.test_error,  # info: what plan ran
                 "train_error": 1 - reference.last["train_acc"]}})
 
 
@@ -234,7 +233,7 @@ def _plot(rows: list[dict], net: str, data_name: str, seeds: int,
                   label="here: single runs" if i == 0 else None)
     if reference:
         ours.axhline(100 * reference.test_error, color="C2", linestyle="--",
-                     label=f"here: (a) trained {count(reference.run.config.epochs, 'epoch')}")
+                     label=f"here: (a) trained {count(reference.info['epochs'], 'epoch')}")
     ours.set_title(f"here: {net} on {data_name}")
     paper.bar(x, [100 * r["paper_error"] for r in rows], color="C1", alpha=0.7, hatch="//",
               label="He et al. 2016, Table 2")
