@@ -34,6 +34,7 @@ from reslab.runtime.checkpoint import load_checkpoint, read_checkpoint_meta
 from reslab.runtime.device import resolve_device
 from reslab.runtime.run_folder import RunFolder
 from reslab.settings import problems
+from reslab.tables import count
 from reslab.training import FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def train_run(run: PlannedRun, data: Dataset, out: Path, done: dict[str, RunResu
         log.info("%s: finished before, kept", run.key)
         return RunResult(run, _read_back(model, run_dir), probes.read())
     resume = run_dir.last.is_file()
-    log.info("%s %s (%s: %d epochs of %d images)", "resuming" if resume else "training",
-             run.key, run.label, config.epochs, len(data.train))
+    log.info("%s %s (%s: %s of %d images)", "resuming" if resume else "training",
+             run.key, run.label, count(config.epochs, "epoch"), len(data.train))
     if resume:
         probes.keep_until(read_checkpoint_meta(run_dir.last).step or 0)
     else:
