@@ -21,9 +21,10 @@ def wrapped(text: str) -> str:
     return textwrap.fill(text, width=90)
 
 
-def count(n: int, word: str) -> str:
-    """``count(1, "epoch")`` -> "1 epoch", ``count(3, "epoch")`` -> "3 epochs"."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``count(1, "epoch")`` -> "1 epoch", ``count(3, "epoch")`` -> "3 epochs";
+    ``plural`` for the words that do not just add an s ("batch", "batches")."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {plural or word + 's'}"
 
 
 def format_count(n: int) -> str:

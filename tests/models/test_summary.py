@@ -5,6 +5,7 @@ from torch import nn
 import reslab
 from reslab.errors import ConfigError, InputShapeError, UnknownNameError
 from reslab.models.summary import format_count, parse_input
+from reslab.tables import count
 
 
 def shapes(summary):
@@ -111,6 +112,13 @@ def test_format_count():
     assert [format_count(n) for n in (1_814_073_344, 118_013_952, 5_120, 840, 0)] == [
         "1.81 G", "118.01 M", "5.12 K", "840", "0"
     ]
+
+
+def test_count_names_one_or_many():
+    assert count(1, "epoch") == "1 epoch"
+    assert count(1_500, "epoch") == "1,500 epochs"
+    assert count(1, "batch", "batches") == "1 batch"
+    assert count(4, "batch", "batches") == "4 batches"
 
 
 def test_parse_input():

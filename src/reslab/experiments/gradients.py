@@ -136,13 +136,14 @@ class Gradients(Experiment):
                          "ratio_trained": trained[0] / trained[-2],
                          "loss_start": losses[0], "loss_end": _tail_mean(losses)})
         measured_on = min(s.measure_batches, math.ceil(len(data.val) / s.batch_size))
+        batches = count(measured_on, "fixed validation batch", "fixed validation batches")
         figures = {}
         for depth in sorted(set(s.depths)):
             figures[f"gradients-{depth}.png"] = (
                 _plot([r for r in layers if r["depth"] == depth], depth, s.steps),
                 f"Depth {depth}: gradient norm of each weighted layer's weights at "
                 f"initialisation (dashed) and after {count(s.steps, 'SGD step')} (solid), "
-                f"on {count(measured_on, 'fixed validation batch')}, log scale")
+                f"on {batches}, log scale")
         tail = max(s.steps // 10, 1)
         table = markdown_table(
             ["depth", "net", "first/last at init", f"first/last after {count(s.steps, 'step')}",
@@ -151,7 +152,7 @@ class Gradients(Experiment):
               f"{r['loss_start']:.3f}", f"{r['loss_end']:.3f}"] for r in rows]) + "\n\n" + (
             "*first/last: a ratio of two gradient norms (no unit), the first convolution's "
             "over the last convolution's, measured in training mode on "
-            f"{count(measured_on, 'fixed validation batch')} (held-out training images, not "
+            f"{batches} (held-out training images, not "
             "augmented). Train loss: cross-entropy in nats per image, raw (no label "
             "smoothing), on the augmented training batches in training mode; at start: the "
             f"first step's batch; after {count(s.steps, 'step')}: the mean over the last "
@@ -161,7 +162,7 @@ class Gradients(Experiment):
             f"{', '.join(map(str, sorted(set(s.depths))))} start from the same weights. For "
             "each weighted layer (convolutions and the classifier) we measure the norm of the "
             "loss gradient with respect to its weights, averaged over "
-            f"{count(measured_on, 'fixed validation batch')} of up to {s.batch_size} "
+            f"{batches} of up to {s.batch_size} "
             f"{data.name} images, at initialisation and after {count(s.steps, 'SGD step')} "
             f"(lr {s.lr}, momentum 0.9, the training engine's own step). \"first/last\" is the "
             "first convolution's gradient norm divided by the last convolution's: well below "
