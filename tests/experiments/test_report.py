@@ -1,9 +1,12 @@
 """The report every experiment writes: quick mode's caveat first, the closing section last."""
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from reslab.experiments import EXPERIMENTS
 from reslab.experiments.report import (
     CLOSING,
     QUICK_CAVEAT,
@@ -62,3 +65,19 @@ def test_the_legend_goes_below_the_panels_and_lists_each_label_once(panels):
     box = legend.get_window_extent()
     for ax in figure.axes:
         assert not box.overlaps(ax.get_window_extent()) and box.y1 <= ax.get_window_extent().y0
+
+
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "experiments"
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_each_committed_report_is_a_full_run_in_the_current_form(name):
+    """README links these: each comes from its full mode and ends with what it does not show."""
+    results = json.loads((COMMITTED / name / "results.json").read_text())
+    report = (COMMITTED / name / "report.md").read_text()
+    assert results["experiment"] == name and results["mode"] == "full"
+    assert not results["quick"] and QUICK_CAVEAT not in report
+    closing = report.split(f"\n## {CLOSING}\n\n")[1]
+    assert closing.count("- **Shows:**") >= 1 and closing.count("- **Does not show:**") >= 1
+    for figure in results["figures"]:
+        assert (COMMITTED / name / figure).is_file(), figure
