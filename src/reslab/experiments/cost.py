@@ -54,7 +54,7 @@ class CostSettings(TrainingSettings):
     warmup: int = setting(2, "untimed forward passes first", low=0)
     iterations: int = setting(10, "timed forward passes")
     width: int = setting(16, "first-stage width w of the small nets (outputs 4w, 8w, 16w)")
-    epochs: int = setting(5, "epochs of each small net")  # about 30 min on 2 cores
+    epochs: int = setting(5, "epochs of each small net")  # 27-67 min on 2 cores
     seed: int = setting(0, "of the small nets' weights and data order", low=0)
 
 
