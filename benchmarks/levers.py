@@ -58,6 +58,21 @@ TRIALS: dict[str, dict] = {
     "batch 128 at lr 0.42 for 4 epochs": dict(config=dict(batch_size=128, lr=0.42), epochs=4),
     # cheaper networks, trained for more steps in the same compute
     "3 stages 16/32/64": dict(spec=dict(depths=(1, 1, 1), widths=(16, 32, 64))),
+    # airbench's levers (7 December, second round)
+    "label smoothing 0.2": dict(config=dict(label_smoothing=0.2)),
+    "BN biases 16x lr + scales frozen + momentum 0.4": dict(
+        config=dict(norm_bias_lr_scale=16.0, freeze_norm_scales=True),
+        spec=dict(norm="batchnorm_m40")),
+    # airbench's weight decay is "decoupled" from the rate: lr x decay stays the recipe's 3e-4
+    "batch 1024 at lr 1.2 + Nesterov 0.85": dict(
+        config=dict(batch_size=1024, lr=1.2, momentum=0.85, weight_decay=2.5e-4)),
+    "dirac init": dict(config=dict(init="dirac")),
+    "one-cycle ending at 0.07": dict(config=dict(end_lr_fraction=0.07)),
+    # fewer, wider stages: more compute per image, fewer steps
+    "3 stages 24/48/96": dict(spec=dict(depths=(1, 1, 1), widths=(24, 48, 96))),
+    # the goal of 94% in at most 40 TFLOP: 9 epochs (37.5 TFLOP)
+    "9 epochs": dict(epochs=9),
+    "batch 128 at lr 0.42 for 9 epochs": dict(config=dict(batch_size=128, lr=0.42), epochs=9),
 }
 
 

@@ -228,3 +228,59 @@ def test_frozen_norm_scales_refuse_zero_initialised_branches():
     model = reslab.build(TINY.replace(zero_init_residual=True))
     with pytest.raises(ConfigError, match="residual branches dead"):
         make_optimizer(model, TrainConfig(freeze_norm_scales=True))
+
+
+def test_dirac_init_makes_each_convolutions_first_filters_pass_their_input_through():
+    from reslab.training.run import dirac_init
+
+    torch.manual_seed(0)
+    model = reslab.build(TINY)
+    before = {name: m.weight.detach().clone() for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d)}
+    dirac_init(model)
+    x = torch.randn(2, 16, 8, 8)
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.nn.Conv2d):
+            continue
+        n = min(m.out_channels, m.in_channels)
+        pad = m.kernel_size[0] // 2
+        through = F.conv2d(x[:, :m.in_channels], m.weight[:n], padding=pad)
+        assert torch.equal(through, x[:, :n]), name  # the first n channels, unchanged
+        assert torch.equal(m.weight[n:], before[name][n:]), name  # the rest keep their init
+    assert len(before) >= 5
+
+
+def test_reslab_train_applies_the_dirac_init(tmp_path, image_folder, caplog):
+    caplog.set_level("INFO", logger="reslab")
+    result = reslab.train(model="resnet14", data=f"folder:{image_folder}", image_size=16,
+                          channels=1, train_subset=64, epochs=1, batch_size=32, init="dirac",
+                          quiet=True, out=str(tmp_path / "run"), val_size=20)
+    assert result.history[0]["step"] == 2 and result.history[0]["train_loss"] > 0
+    assert "init: dirac" in caplog.text
+
+
+def test_one_cycle_can_end_above_zero_and_an_extension_ends_there_too():
+    from reslab.training.optim import final_lr_fraction, make_optimizer, make_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    config = TrainConfig(lr=0.6, end_lr_fraction=0.07, warmup_epochs=1.0)
+    optimizer = make_optimizer(model, config)
+    schedule = make_scheduler(optimizer, config, total_steps=40, steps_per_epoch=10)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.6 / 25) and max(rates) == pytest.approx(0.6)
+    assert rates[-1] == pytest.approx(0.6 * 0.07)  # a triangle ending above zero
+    down = rates[rates.index(0.6):]
+    steps = [a - b for a, b in zip(down, down[1:], strict=False)]
+    assert steps == pytest.approx([steps[0]] * len(steps))  # a straight line down
+    assert final_lr_fraction(config) == 0.07  # where --resume's extension ends (lifecycle)
+
+
+def test_end_lr_fraction_is_for_one_cycle_only_and_within_the_peak():
+    with pytest.raises(ConfigError, match="end_lr_fraction sets where one-cycle ends"):
+        checked(TrainConfig(schedule="cosine", end_lr_fraction=0.1))
+    with pytest.raises(ConfigError, match="end_lr_fraction"):
+        checked(TrainConfig(end_lr_fraction=1.5))

@@ -48,8 +48,10 @@ class TrainConfig:
         high=MAX_IMAGE_SIDE)
     # model
     model: str = setting("fast_resnet10", "a zoo model (`reslab models`)", "model", "NAME")
-    init: Literal["default", "xavier"] = setting(
-        "default", "initial weights: the model's own, or xavier (D2L's train_ch6)", "model")
+    init: Literal["default", "xavier", "dirac"] = setting(
+        "default", "initial weights: the model's own, xavier (D2L's train_ch6), or dirac "
+        "(the model's own with each convolution's first filters passing their input "
+        "through, airbench's identity init)", "model")
     init_from: str | None = setting(
         None, "start from a weights file: a reslab checkpoint or run folder (brings its model) "
         "or a torchvision/timm state dict (.pth, .safetensors; give --model)", "model", "FILE")
@@ -89,6 +91,10 @@ class TrainConfig:
                                       "optimisation")
     schedule: Literal["constant", "onecycle", "cosine", "multistep"] = setting(
         "onecycle", "learning-rate schedule over the run", "optimisation")
+    end_lr_fraction: float | None = setting(
+        None, "one-cycle: the rate it ends at, as a fraction of --lr (default: 1/250,000, "
+        "torch's; e.g. 0.07 ends a triangle above zero)", "optimisation", low=0, high=1,
+        open_low=True)
     warmup_epochs: float = setting(1.0, "epochs of linear warm-up (cosine, multistep); "
                                    "one-cycle's rising phase", "optimisation", low=0)
     milestones: tuple[int, ...] = setting((), "multistep: steps at which lr is multiplied by "
@@ -158,6 +164,9 @@ class TrainConfig:
             found.append(f"milestones must be increasing positive steps, got {self.milestones}")
         if self.schedule == "multistep" and not self.milestones:
             found.append("schedule multistep needs milestones, e.g. --milestones [32000]")
+        if self.end_lr_fraction is not None and self.schedule != "onecycle":
+            found.append(f"end_lr_fraction sets where one-cycle ends; schedule {self.schedule} "
+                         "has none: drop --end-lr-fraction or use --schedule onecycle")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             found.append("nesterov needs SGD with momentum > 0; add --no-nesterov")
         return found

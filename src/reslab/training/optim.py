@@ -94,7 +94,7 @@ def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_e
         return lr_scheduler.OneCycleLR(
             optimizer, max_lr=[config.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups],
             total_steps=total_steps, pct_start=rise / total_steps, anneal_strategy="linear",
-            div_factor=ONECYCLE_DIV, final_div_factor=ONECYCLE_FINAL_DIV,
+            div_factor=ONECYCLE_DIV, final_div_factor=_final_div(config),
             cycle_momentum=config.optimizer == "sgd" and config.momentum > 0,
             base_momentum=min(0.85, config.momentum), max_momentum=config.momentum,
         )
@@ -112,9 +112,18 @@ def _main_schedule(optimizer, config: TrainConfig, total_steps: int, steps_per_e
     return lr_scheduler.ChainedScheduler([ramp, main], optimizer)  # milestones stay absolute
 
 
+def _final_div(config: TrainConfig) -> float:
+    """OneCycleLR's final_div_factor: its end rate is the start rate (lr / 25) over it."""
+    if config.end_lr_fraction is None:
+        return ONECYCLE_FINAL_DIV
+    return 1 / (ONECYCLE_DIV * config.end_lr_fraction)
+
+
 def final_lr_fraction(config: TrainConfig) -> float:
     """Where a schedule that ends with the run leaves the rate, as a fraction of ``lr``."""
     if config.schedule == "onecycle":
+        if config.end_lr_fraction is not None:
+            return config.end_lr_fraction
         return 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
     return 0.0  # cosine anneals to 0
 

@@ -81,6 +81,9 @@ def train(
         if config.init == "xavier":
             log.info("init: Xavier-uniform conv and linear weights (D2L's train_ch6)")
             xavier_init(model)
+        elif config.init == "dirac":
+            log.info("init: dirac, each convolution's first filters pass their input through")
+            dirac_init(model)
     notes += _freeze(model, config)
     return fit(model, data, config, on_epoch_end=on_epoch_end, head=classifier(model),
                notes=notes)
@@ -227,6 +230,16 @@ def _load_data(config: TrainConfig) -> Dataset:
 def _freeze(model: nn.Module, config: TrainConfig) -> list[str]:
     frozen = freeze(model, config.freeze, config.freeze_until)
     return [f"frozen: {', '.join(frozen)} (weights and BN statistics)"] if frozen else []
+
+
+def dirac_init(model: nn.Module) -> None:
+    """airbench's identity init: each ungrouped convolution's first min(out, in) filters
+    pass the matching input channel through (``nn.init.dirac_``); the rest keep their
+    random init, so a deep stack starts near the identity and still breaks symmetry."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.groups == 1:
+                nn.init.dirac_(m.weight[:min(m.out_channels, m.in_channels)])
 
 
 def xavier_init(model: nn.Module) -> None:
