@@ -66,6 +66,11 @@ TRIALS: dict[str, dict] = {
     # airbench's weight decay is "decoupled" from the rate: lr x decay stays the recipe's 3e-4
     "batch 1024 at lr 1.2 + Nesterov 0.85": dict(
         config=dict(batch_size=1024, lr=1.2, momentum=0.85, weight_decay=2.5e-4)),
+    # the two within the spread but above it at the lowest seed, on top of batch 128
+    "batch 128 at lr 0.42 + BN biases 16x lr + scales frozen + momentum 0.4 + label smoothing 0.2":
+        dict(config=dict(batch_size=128, lr=0.42, norm_bias_lr_scale=16.0,
+                         freeze_norm_scales=True, label_smoothing=0.2),
+             spec=dict(norm="batchnorm_m40")),
     "dirac init": dict(config=dict(init="dirac")),
     "one-cycle ending at 0.07": dict(config=dict(end_lr_fraction=0.07)),
     # fewer, wider stages: more compute per image, fewer steps

@@ -222,6 +222,23 @@ def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
     spec = levers.overrides_for("zero-init residual")
     assert spec["whiten_stem"] and spec["lr"] == 0.6  # the network's tuned levers stay on
     assert levers.overrides_for("batch 64 at lr 0.3")["lr"] == 0.3
+    assert levers.overrides_for("batch 1024 at lr 1.2 + Nesterov 0.85")["max_steps"] == 128
+    assert levers.overrides_for("3 stages 24/48/96")["max_steps"] == 341  # wider: fewer steps
+    assert levers.overrides_for("batch 128 at lr 0.42 for 9 epochs")["max_steps"] == 9 * 429
+
+
+def test_the_compiled_step_calls_torch_compile_as_a_run_does(monkeypatch):
+    from reslab.training import preset
+
+    wrapped = []
+    monkeypatch.setattr(torch, "compile", lambda net: wrapped.append(net) or net)
+    x, y = bench_training.batch(1, 28, 8)
+    step, _ = bench_training.reslab_step("fast_resnet10", 1, x, y, "fp32", True,
+                                         recipe=preset("fast", compile=True))
+    step()
+    assert len(wrapped) == 1 and type(wrapped[0]).__name__ == "ResNet"
+    bench_training.reslab_step("fast_resnet10", 1, x, y, "fp32", True, recipe=preset("fast"))
+    assert len(wrapped) == 1  # eager unless asked
 
 
 def test_the_lever_table_shows_validation_only():
