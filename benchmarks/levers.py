@@ -14,9 +14,9 @@ are not comparable and are left out; accuracy is.
 
 A trial changes config fields (``config``), may change the network (``spec``: fields of
 fast_resnet10's ResNetSpec, registered under a new zoo name in the worker only) and may
-train whole epochs instead of the budget (``epochs``). Results are appended to
-benchmarks/results/levers.jsonl as each run ends (a run already there is not run again) and
-tabled in benchmarks/results/levers.md.
+train whole epochs instead of the budget (``epochs``) or spend another budget (``tflop``).
+Results are appended to benchmarks/results/levers.jsonl as each run ends (a run already
+there is not run again) and tabled in benchmarks/results/levers.md.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ TRIALS: dict[str, dict] = {
     # the goal of 94% in at most 40 TFLOP: 9 epochs (37.5 TFLOP)
     "9 epochs": dict(epochs=9),
     "batch 128 at lr 0.42 for 9 epochs": dict(config=dict(batch_size=128, lr=0.42), epochs=9),
+    "batch 128 at lr 0.42 for 40 TFLOP": dict(config=dict(batch_size=128, lr=0.42), tflop=40),
 }
 
 
@@ -109,7 +110,8 @@ def overrides_for(name: str, threads: int = 1) -> dict:
     if "epochs" in trial:
         steps = trial["epochs"] * steps_per_epoch
     else:
-        steps = int(BUDGET_FLOPS / (3 * forward_flops(config, 1, 28, 10)) // config.batch_size)
+        budget = trial.get("tflop", BUDGET_FLOPS / 1e12) * 1e12
+        steps = int(budget / (3 * forward_flops(config, 1, 28, 10)) // config.batch_size)
     return overrides | dict(max_steps=steps, epochs=math.ceil(steps / steps_per_epoch))
 
 

@@ -210,7 +210,8 @@ def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
             assert config.max_steps == trial["epochs"] * steps_per_epoch, name
         else:
             flops = 3 * forward_flops(config, 1, 28, 10) * config.max_steps * config.batch_size
-            assert 0.99 * levers.BUDGET_FLOPS < flops <= levers.BUDGET_FLOPS, name
+            budget = trial.get("tflop", 10) * 1e12
+            assert 0.99 * budget < flops <= budget, name
         assert (config.epochs - 1) * steps_per_epoch < config.max_steps
         assert config.max_steps <= config.epochs * steps_per_epoch
     assert not any("," in name for name in levers.TRIALS)  # --trials is comma-separated
@@ -225,6 +226,8 @@ def test_each_lever_trial_spends_the_same_compute(zoo_left_as_found):
     assert levers.overrides_for("batch 1024 at lr 1.2 + Nesterov 0.85")["max_steps"] == 128
     assert levers.overrides_for("3 stages 24/48/96")["max_steps"] == 341  # wider: fewer steps
     assert levers.overrides_for("batch 128 at lr 0.42 for 9 epochs")["max_steps"] == 9 * 429
+    forty = levers.overrides_for("batch 128 at lr 0.42 for 40 TFLOP")
+    assert forty["max_steps"] == 4105 and forty["epochs"] == 10  # 9.6 epochs
 
 
 def test_the_compiled_step_calls_torch_compile_as_a_run_does(monkeypatch):
