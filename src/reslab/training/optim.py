@@ -122,9 +122,7 @@ def _final_div(config: TrainConfig) -> float:
 def final_lr_fraction(config: TrainConfig) -> float:
     """Where a schedule that ends with the run leaves the rate, as a fraction of ``lr``."""
     if config.schedule == "onecycle":
-        if config.end_lr_fraction is not None:
-            return config.end_lr_fraction
-        return 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+        return 1 / (ONECYCLE_DIV * _final_div(config))
     return 0.0  # cosine anneals to 0
 
 
