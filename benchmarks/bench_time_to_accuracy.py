@@ -19,7 +19,10 @@ keeps the machine's kind (AVX2, AVX-512 bf16 or AMX, from its CPU flags) and bot
 bf16 and fp32 ``torch.mm``, measured first, alone.
 
 Each preset's entry keeps the machine, date and peak it was measured with; presets not
-measured this time keep their earlier entries in the results file.
+measured this time keep their earlier entries in the results file. The file is written as
+each seed ends, the entry marked unfinished until the last: run again, the same command keeps
+the seeds an unfinished entry has (same recipe, test interval, machine kind and precision)
+and trains the rest.
 
 Compute is nominal and the same for every recipe: the model's forward FLOPs on one image
 (``FlopCounterMode``, at the size it trains at) x 3 (forward and backward) x images trained.
@@ -204,6 +207,28 @@ def previous(quick: bool) -> dict:
     return {key: old[key] for key in ("ablation", "d2l") if key in old} | {"presets": presets}
 
 
+def entry(name: str, peak: dict, step: dict, test_every: int, runs: list[dict],
+          targets: list[float]) -> dict:
+    """A preset's record: its recipe, where and how it was measured, its runs and when each
+    target was reached."""
+    return {"recipe": recipe(name), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": common.machine(), "peak": peak, "test_every": test_every,
+            "step": step, "runs": runs, "targets": [time_to(runs, t) for t in targets]}
+
+
+def unfinished_runs(previous_entry: dict | None, name: str, peak: dict, test_every: int
+                    ) -> dict[int, dict]:
+    """The seeds an unfinished measurement of preset ``name`` already ran, by seed, when it
+    measured the same recipe the same way on the same kind of machine; else none."""
+    if not previous_entry or not previous_entry.get("unfinished"):
+        return {}
+    same = (previous_entry.get("recipe") == json.loads(json.dumps(recipe(name)))
+            and previous_entry.get("test_every") == test_every
+            and previous_entry["peak"].get("cpu_kind") == peak["cpu_kind"]
+            and previous_entry["peak"].get("precision") == peak["precision"])
+    return {run["seed"]: run for run in previous_entry["runs"]} if same else {}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="fast", help="comma-separated: "
@@ -233,13 +258,25 @@ def main(argv: list[str] | None = None) -> dict:
         step = step_utilisation(name, peak["peak"], windows=1 if args.quick else 5)
         print(f"{name}: training step {step['images_per_s']:,.0f} images/s, "
               f"{step['utilisation']:.0%} of the {peak['precision']} peak", flush=True)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        kept = unfinished_runs(results["presets"].get(name), name, peak, args.test_every)
         runs = []
-        for seed in (int(s) for s in args.seeds.split(",")):
-            run = one_run(name, seed, overrides, args.test_every, progress=True)
+        for seed in seeds:
+            if seed in kept:
+                run = kept[seed]
+                print(f"{name} seed {seed}: kept from the unfinished measurement "
+                      f"({run['final_test_acc']:.4f})", flush=True)
+            else:
+                run = one_run(name, seed, overrides, args.test_every, progress=True)
+                print(f"{name} seed {seed}: final test {run['final_test_acc']:.4f} in "
+                      f"{run['wall_s']:.0f} s ({run['precision']})", flush=True)
             runs.append(run)
-            print(f"{name} seed {seed}: final test {run['final_test_acc']:.4f} in "
-                  f"{run['wall_s']:.0f} s ({run['precision']})", flush=True)
-        reached_by = [time_to(runs, t) for t in targets]
+            # each finished seed is written at once: a measurement cut short (an hour a seed
+            # for `best`) goes on from here when run again
+            results["presets"][name] = entry(name, peak, step, args.test_every, runs, targets)
+            results["presets"][name]["unfinished"] = len(runs) < len(seeds)
+            common.write("time_to_accuracy", results)
+        reached_by = results["presets"][name]["targets"]
         for t in reached_by:
             shown = ("not reached" if t["median_s"] is None else
                      f"{t['median_s']:.0f} s, {t['median_tflop']:.1f} TFLOP")
@@ -247,10 +284,6 @@ def main(argv: list[str] | None = None) -> dict:
                      if t["every_seed_tflop"] is not None
                      else f"{t['seeds_reached']} of {len(runs)} seeds")
             print(f"{name}: time to {t['target']:.1%}: median {shown}; {every}")
-        results["presets"][name] = {
-            "recipe": recipe(name), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": common.machine(), "peak": peak, "test_every": args.test_every,
-            "step": step, "runs": runs, "targets": reached_by}
     if args.ablate:
         print(f"ablation of {names[0]} (seed {args.seeds.split(',')[0]}):")
         results["ablation"] = {"preset": names[0], "rows": ablation(

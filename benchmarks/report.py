@@ -91,7 +91,8 @@ def time_to_accuracy(r: dict) -> str:
     for name, p in r["presets"].items():
         line = (f"{peak_text(p['peak'])}; {machine(p)}."
                 + (f" Test accuracy measured every {p['test_every']} epochs and after the "
-                   "last." if p.get("test_every", 1) > 1 else ""))
+                   "last." if p.get("test_every", 1) > 1 else "")
+                + (" Unfinished: the seeds so far." if p.get("unfinished") else ""))
         measured.setdefault(line, []).append(f"`{name}`")
     where = "\n".join(f"- {', '.join(names)}: {line}" for line, names in measured.items())
     text = (where + "\n\n" + markdown_table(header, rows)

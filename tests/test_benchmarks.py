@@ -173,6 +173,55 @@ def test_time_to_accuracy_keeps_the_presets_it_does_not_measure(tmp_path, monkey
     assert kept["ablation"] == {"rows": []} and tta.previous(quick=True) == {}
 
 
+def test_time_to_accuracy_goes_on_from_an_unfinished_measurement(tmp_path, monkeypatch):
+    from benchmarks import bench_time_to_accuracy as tta
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    peak = {"precision": "fp32", "cpu_kind": "AVX2", "peak": 1e11, "fp32_peak": 1e11,
+            "bf16_peak": 1e9}
+    monkeypatch.setattr(tta, "measure_peak", lambda name, quick: peak)
+    monkeypatch.setattr(tta, "step_utilisation", lambda *args, **kwargs: {
+        "images_per_s": 800.0, "utilisation": 0.6, "precision": "fp32"})
+    trained, cut_at = [], [2]
+
+    def one_run(name, seed, overrides, test_every=1, progress=False):
+        trained.append(seed)
+        if len(trained) == cut_at[0]:
+            raise KeyboardInterrupt  # the session ends during the second seed
+        return {"seed": seed, "final_test_acc": 0.94 + seed / 100, "wall_s": 60.0,
+                "precision": "fp32", "train_flops_per_image": 1e6, "epochs": [
+                    {"epoch": 1, "wall_s": 60.0, "images": 1000, "val_acc": 0.9,
+                     "test_acc": 0.94 + seed / 100}]}
+
+    monkeypatch.setattr(tta, "one_run", one_run)
+
+    def saved():
+        return json.loads((tmp_path / "time_to_accuracy.json").read_text())
+
+    with pytest.raises(KeyboardInterrupt):
+        tta.main(["--presets", "best", "--seeds", "0,1"])
+    entry = saved()["presets"]["best"]
+    assert entry["unfinished"] and [run["seed"] for run in entry["runs"]] == [0]
+    assert entry["targets"][1]["per_seed"][0]["epoch"] == 1  # seed 0's figures are kept
+
+    cut_at[0] = None
+    tta.main(["--presets", "best", "--seeds", "0,1"])  # the same command goes on
+    assert trained == [0, 1, 1]
+    entry = saved()["presets"]["best"]
+    assert not entry["unfinished"] and [run["seed"] for run in entry["runs"]] == [0, 1]
+    assert entry["targets"][2]["seeds_reached"] == 1  # seed 1 reached 95%
+
+    # a finished measurement is measured afresh; so is an unfinished one made another way
+    tta.main(["--presets", "best", "--seeds", "0,1"])
+    assert trained == [0, 1, 1, 0, 1]
+    unfinished = dict(entry, unfinished=True, test_every=3)
+    assert tta.unfinished_runs(unfinished, "best", peak, test_every=1) == {}
+    assert tta.unfinished_runs(unfinished, "best", peak | {"cpu_kind": "AMX"}, 3) == {}
+    assert tta.unfinished_runs(unfinished, "fast", peak, test_every=3) == {}
+    assert list(tta.unfinished_runs(unfinished, "best", peak, test_every=3)) == [0, 1]
+
+
 def test_the_degradation_cost_model_counts_what_the_candidates_cost():
     from benchmarks import degradation_cost as cost
 
