@@ -26,7 +26,9 @@ from reslab.models import ResNetSpec
 from . import hostile
 
 CAP = 4_000_000_000  # bytes of address space each child may take (ulimit -v 4000000)
-LIMIT_S = 60
+# only a guard against a child that hangs: a busy machine (a benchmark beside the suite) has
+# taken eval's child past 60 s; what a child may build is bounded by CAP and its peak RSS
+LIMIT_S = 300
 
 _WRAPPER = r"""
 import resource, runpy, sys
@@ -161,7 +163,8 @@ def test_eval_lowers_its_batch_to_what_fits(tmp_path, folder):
                                             tmp_path, cap=3_000_000_000)
     assert code == 0 and "Traceback" not in err, err[-2000:]
     assert "batch lowered from 256" in err, err
-    assert seconds < 60 and rss < 2500, (seconds, rss)
+    # it evaluates every image at 2048x2048, so its time is the machine's; its memory is not
+    assert rss < 2500, (seconds, rss)
     assert snapshot(tmp_path) == before
 
 
