@@ -208,12 +208,13 @@ def previous(quick: bool) -> dict:
 
 
 def entry(name: str, peak: dict, step: dict, test_every: int, runs: list[dict],
-          targets: list[float]) -> dict:
-    """A preset's record: its recipe, where and how it was measured, its runs and when each
-    target was reached."""
+          targets: list[float], seeds: int) -> dict:
+    """A preset's record: its recipe, where and how it was measured, its runs, when each
+    target was reached, and whether seeds are still to run."""
     return {"recipe": recipe(name), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": common.machine(), "peak": peak, "test_every": test_every,
-            "step": step, "runs": runs, "targets": [time_to(runs, t) for t in targets]}
+            "step": step, "runs": runs, "targets": [time_to(runs, t) for t in targets],
+            "unfinished": len(runs) < seeds}
 
 
 def unfinished_runs(previous_entry: dict | None, name: str, peak: dict, test_every: int
@@ -273,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append(run)
             # each finished seed is written at once: a measurement cut short (an hour a seed
             # for `best`) goes on from here when run again
-            results["presets"][name] = entry(name, peak, step, args.test_every, runs, targets)
-            results["presets"][name]["unfinished"] = len(runs) < len(seeds)
+            results["presets"][name] = entry(name, peak, step, args.test_every, runs, targets,
+                                             len(seeds))
             common.write("time_to_accuracy", results)
         reached_by = results["presets"][name]["targets"]
         for t in reached_by:
