@@ -27,14 +27,22 @@ def conv_forward(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
             and x.dim() == 4 and _dense_applies(conv, *x.shape[-2:])):
         return conv(x)
     batch, cin, h, w = x.shape
-    cout, _, kh, kw = conv.weight.shape
-    select, (ho, wo) = _tap_selection(h, w, conv.kernel_size, conv.stride, conv.padding,
-                                      conv.weight.device, conv.weight.dtype)
+    cout = conv.weight.shape[0]
+    select, (ho, wo), (rows, cols) = _tap_selection(
+        h, w, conv.kernel_size, conv.stride, conv.padding, conv.weight.device, conv.weight.dtype)
     # dense[o, i] = weight[:, :, tap(o, i)], or 0: a product with a 0/1 selection matrix
-    # (a gather's backward, a scatter, is several times slower)
-    taps = conv.weight.permute(2, 3, 0, 1).reshape(kh * kw, cout * cin)
-    dense = (select @ taps).view(ho * wo, h * w, cout, cin).transpose(1, 2)
-    dense = dense.reshape(ho * wo * cout, h * w * cin)
+    # (a gather's backward, a scatter, is several times slower), over the rectangle of taps
+    # that meet the map at all (at 1x1, the centre one), as (cout, pair, cin). The taps are
+    # read in the weight's own memory order, so its gradient comes back in its layout: a
+    # transposed one costs a copy in AccumulateGrad and another in torch's fused SGD (which
+    # copies every gradient that is not NCHW-contiguous), 16 ms each at 512x512x3x3
+    weight = conv.weight
+    if weight.is_contiguous():
+        dense = (weight[:, :, rows, cols].reshape(cout, cin, -1) @ select.T).transpose(1, 2)
+    else:  # channels_last: (cout, kh, kw, cin) in memory
+        dense = select @ weight.permute(0, 2, 3, 1)[:, rows, cols].reshape(cout, -1, cin)
+    dense = dense.reshape(cout, ho * wo, h * w, cin).transpose(0, 1)
+    dense = dense.reshape(ho * wo * cout, h * w * cin)  # a view where the output is 1x1
     bias = None if conv.bias is None else conv.bias.repeat(ho * wo)
     # channels-last order (position-major, channel-minor) on both sides
     y = F.linear(x.permute(0, 2, 3, 1).reshape(batch, h * w * cin), dense, bias)
@@ -43,26 +51,30 @@ def conv_forward(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _dense_applies(conv: nn.Conv2d, h: int, w: int) -> bool:
     """A small enough map, in a convolution the selection handles (one whose output would
-    be empty is left to nn.Conv2d to refuse)."""
+    be empty is left to nn.Conv2d to refuse; padding as wide as the kernel, where an output
+    may meet no tap at all, to nn.Conv2d to compute)."""
     kh, kw = conv.kernel_size
     if not (conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str) and 2 * h * w <= kh * kw):
         return False
     sides = zip((h, w), conv.padding, conv.kernel_size, strict=True)
-    return all(size + 2 * p >= k for size, p, k in sides)
+    return all(size + 2 * p >= k and p < k for size, p, k in sides)
 
 
 @cache
 def _tap_selection(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
                    padding: tuple[int, int], device: torch.device, dtype: torch.dtype
-                   ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(out positions x in positions, taps) 0/1 matrix: which tap joins each pair, if any."""
+                   ) -> tuple[torch.Tensor, tuple[int, int], tuple[slice, slice]]:
+    """(out positions x in positions, taps) 0/1 matrix: which tap joins each pair, if any;
+    the output's size; the rows and columns of the kernel that any pair uses."""
     per_dim = []
     for size, k, s, p in zip((h, w), kernel, stride, padding, strict=True):
         out = (size + 2 * p - k) // s + 1
         tap = torch.arange(size)[None, :] - torch.arange(out)[:, None] * s + p  # out, in
-        exists = ((tap >= 0) & (tap < k))[..., None]
-        per_dim.append((F.one_hot(tap.clamp(0, k - 1), k) * exists, out))
-    (sh, ho), (sw, wo) = per_dim  # (out, in, k) per dimension
+        exists = (tap >= 0) & (tap < k)
+        low, high = int(tap[exists].min()), int(tap[exists].max()) + 1
+        one_hot = F.one_hot((tap - low).clamp(0, high - low - 1), high - low)
+        per_dim.append((one_hot * exists[..., None], out, slice(low, high)))
+    (sh, ho, rows), (sw, wo, cols) = per_dim  # (out, in, taps used) per dimension
     select = sh[:, None, :, None, :, None] * sw[None, :, None, :, None, :]  # ho wo h w kh kw
-    return select.reshape(ho * wo * h * w, -1).to(device, dtype), (ho, wo)
+    return select.reshape(ho * wo * h * w, -1).to(device, dtype), (ho, wo), (rows, cols)
