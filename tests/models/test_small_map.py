@@ -113,3 +113,13 @@ def test_d2l_resnet18_on_28x28_trains_through_it_and_still_traces_and_folds(monk
     with torch.no_grad():
         expected = net.eval()(x)
     torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_traces_it_without_a_graph_break():
+    # a data-dependent shape here broke the graph at every residual unit, and the pieces
+    # recompiled per shape until dynamo gave up (slower than eager); fullgraph raises on one
+    torch._dynamo.reset()
+    conv = nn.Conv2d(8, 8, 3, 1, 1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 2, 2).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(conv_forward, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(conv, x), conv(x))

@@ -28,7 +28,9 @@ def conv_forward(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return conv(x)
     batch, cin, h, w = x.shape
     cout = conv.weight.shape[0]
-    select, (ho, wo), (rows, cols) = _tap_selection(
+    # torch.compile traces the selection into its graph, where the cache has no use
+    selection = _tap_selection.__wrapped__ if torch.compiler.is_compiling() else _tap_selection
+    select, (ho, wo), (rows, cols) = selection(
         h, w, conv.kernel_size, conv.stride, conv.padding, conv.weight.device, conv.weight.dtype)
     # dense[o, i] = weight[:, :, tap(o, i)], or 0: a product with a 0/1 selection matrix
     # (a gather's backward, a scatter, is several times slower), over the rectangle of taps
@@ -70,11 +72,10 @@ def _tap_selection(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, i
     per_dim = []
     for size, k, s, p in zip((h, w), kernel, stride, padding, strict=True):
         out = (size + 2 * p - k) // s + 1
+        low, high = max(0, p - (out - 1) * s), min(k, size + p)  # the taps a pair can use
         tap = torch.arange(size)[None, :] - torch.arange(out)[:, None] * s + p  # out, in
-        exists = (tap >= 0) & (tap < k)
-        low, high = int(tap[exists].min()), int(tap[exists].max()) + 1
-        one_hot = F.one_hot((tap - low).clamp(0, high - low - 1), high - low)
-        per_dim.append((one_hot * exists[..., None], out, slice(low, high)))
+        # no data-dependent shapes, so torch.compile traces it into the graph unbroken
+        per_dim.append((tap[..., None] == torch.arange(low, high), out, slice(low, high)))
     (sh, ho, rows), (sw, wo, cols) = per_dim  # (out, in, taps used) per dimension
     select = sh[:, None, :, None, :, None] * sw[None, :, None, :, None, :]  # ho wo h w kh kw
     return select.reshape(ho * wo * h * w, -1).to(device, dtype), (ho, wo), (rows, cols)
