@@ -77,6 +77,24 @@ def test_each_variant_trains_a_step_at_small_size(name):
     assert model.eval()(x).shape == (2, 5)
 
 
+@pytest.mark.parametrize("name", TIMM_FAMILY)
+def test_a_fresh_model_starts_as_timm_initialises_it(name):
+    # timm's ResNet: He-normal convs and each unit's last norm at zero (zero_init_last=True);
+    # its ResNetV2: no zeroed norms, the 1x1-conv head at N(0, 0.01) with a zero bias.
+    # Without them resnetv2_50 began at logits of std ~11 (loss 17 on 10 classes)
+    torch.manual_seed(0)
+    model = reslab.create_model(name, num_classes=10)
+    last = [unit.last_scaled_layer() for unit in model.units()]  # a norm, or v2's last conv
+    if name.startswith("resnetv2"):
+        head = model.get_classifier().fc
+        assert 0.009 < head.weight.std() < 0.011 and not head.bias.any()
+        assert all(layer.weight.all() for layer in last)
+    else:
+        assert all(not layer.weight.any() for layer in last)
+        assert all(norm.weight.all() for stem in model.stem_modules()
+                   for norm in stem.modules() if isinstance(norm, torch.nn.BatchNorm2d))
+
+
 def test_the_model_carries_its_pretrained_cfg():
     with torch.device("meta"):
         assert reslab.create_model("resnetrs50").pretrained_cfg.input_size == (3, 160, 160)

@@ -55,10 +55,8 @@ SLOW = {"wide_resnet50_2", "resnetrs50", "resnext50_32x4d", "preact_resnet164", 
 # batch, 17 of these kinds' losses rose from about 2.4 to between 3 and 477 in four steps.
 # That they learn on a short run is measured on real data (training/config.py, PLAIN_LR).
 BLOW_UP = 1.5  # the largest step loss, as a multiple of the first
-# Still rising at the plain recipe's scaled rate (0.05 x 16/256), finite: resnet50_gn 2.9 to
-# 5.1 (GroupNorm, no batch statistics to tame the first steps) and resnetv2_50 17.5 to 26.9
-# (timm's pre-activation net starts with logits of that size). Open: a recipe for them.
-RISING = {"resnet50_gn", "resnetv2_50"}
+# resnet50_gn (2.9 to 5.1) and resnetv2_50 (17.5 to 26.9) rose here until their init was
+# timm's: each unit's last norm at zero in timm's ResNet, ResNetV2's head at N(0, 0.01)
 
 
 @pytest.fixture
@@ -102,7 +100,7 @@ def test_a_model_trains_with_default_options(name, fixtures, tmp_path, losses):
     assert rows[0]["train_loss"] == pytest.approx(sum(losses[:2]) / 2, rel=1e-4)
     assert json.loads((out / "results.json").read_text())["images"] == 40
     assert rows[1]["train_loss"] == pytest.approx(sum(losses[2:]) / 2, rel=1e-4)
-    assert (max(losses) < BLOW_UP * losses[0]) == (name not in RISING), losses
+    assert max(losses) < BLOW_UP * losses[0], losses
 
 
 def test_groupnorm_with_a_whitened_frozen_stem_trains(fixtures, tmp_path):

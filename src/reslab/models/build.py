@@ -156,6 +156,11 @@ class ResNet(nn.Module):
 
     def _init_weights(self) -> None:
         init_weights(self)
+        head = self.get_classifier()
+        if isinstance(head, ConvClassifier):  # timm's ResNetV2 init: N(0, 0.01), zero bias
+            # (He's fan-out rule on a 1x1 conv with 10 outputs gives logits of std ~11)
+            nn.init.normal_(head.fc.weight, std=0.01)
+            nn.init.zeros_(head.fc.bias)
         if self.spec.zero_init_residual:
             self.zero_init_residual()
 

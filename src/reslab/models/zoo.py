@@ -141,7 +141,9 @@ _TIMM = {
 }
 TIMM_FAMILY = tuple(_TIMM)
 for _name, _fields in _TIMM.items():
-    SPECS[_name] = ResNetSpec(**_fields, input_size=CFGS[_name].input_size[1])
+    # timm's ResNet starts each unit's last norm at zero (zero_init_last); ResNetV2 does not
+    SPECS[_name] = ResNetSpec(**_fields, zero_init_residual=_fields.get("naming") != "resnetv2",
+                              input_size=CFGS[_name].input_size[1])
 
 # Non-residual baselines that are not ResNetSpecs; they take in_channels / num_classes only.
 BASELINES: dict[str, Callable[..., nn.Module]] = {"lenet_bn": LeNetBN}
