@@ -30,8 +30,10 @@ run: $(STAMP) data
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# Two workers (pytest-xdist): most tests are short CLI runs and subprocesses that leave the
+# second core idle; each test still runs whole in one worker.
 test: $(STAMP) data lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: $(STAMP) data
 	$(BIN)/python -m benchmarks
