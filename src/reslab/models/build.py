@@ -77,13 +77,13 @@ def build_unit(spec: ResNetSpec, in_channels: int, width: int, stride: int = 1,
 
 
 def init_weights(module: nn.Module) -> None:
-    """torchvision's initialisation, for a network or a unit added to one: He-normal convs
-    (fan-out), zero biases, norms at 1 and 0. (The d2l preset re-initialises when asked.)"""
+    """torchvision's and timm's initialisation, for a network or a unit added to one:
+    He-normal conv weights (fan-out), norms at 1 and 0; conv biases (squeeze-excitation's)
+    and linear layers keep PyTorch's defaults, as both libraries leave them. (The d2l preset
+    re-initialises when asked.)"""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
