@@ -87,8 +87,8 @@ def test_a_fresh_model_starts_as_timm_initialises_it(name):
     model = reslab.create_model(name, num_classes=10)
     last = [unit.last_scaled_layer() for unit in model.units()]  # a norm, or v2's last conv
     # conv biases (squeeze-excitation's) keep PyTorch's default, which timm leaves them at
-    biases = [m.bias for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
-              and m.bias is not None and name != "head.fc"]
+    biases = [m.bias for path, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
+              and m.bias is not None and path != "head.fc"]
     assert all(bias.any() for bias in biases)
     if name.startswith("resnetv2"):
         head = model.get_classifier().fc
